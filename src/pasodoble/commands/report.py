@@ -1,0 +1,15 @@
+"""`pasodoble report`: not built yet; it belongs to the evaluation harness (side-by-side reports) capability."""
+
+from __future__ import annotations
+
+import argparse
+
+from pasodoble.commands import not_built
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the future command")
+
+
+def run(args: argparse.Namespace) -> int:
+    return not_built("report", "evaluation harness (side-by-side reports)", args)

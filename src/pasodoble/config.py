@@ -1,0 +1,536 @@
+"""Configuration: nested dataclasses with help text, YAML loading, ``key.sub=value`` overrides.
+
+Every constant of the method (``docs/method.md`` in the shared docs) is a field here whose default is
+the reference implementation's value. ``load_config`` reads a YAML file, applies command-line
+overrides, coerces types from the dataclass annotations and validates the result; a bad value raises
+``ConfigError`` naming the field and what to change, which the CLI turns into a one-line message and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or inconsistent. The message names the field."""
+
+
+def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field carrying its help text (and allowed values) in ``metadata``."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """The base model both roles start from."""
+
+    name_or_path: str = _f(
+        "tiny",
+        "Hugging Face model name or local directory of the base model; 'tiny' builds a ~1 M-parameter "
+        "Qwen3 model and byte-level tokenizer locally (no hub, for tests and smoke runs).",
+    )
+    tokenizer: str | None = _f(
+        None, "Tokenizer name or directory; null uses the model's own tokenizer."
+    )
+    dtype: str = _f(
+        "float32",
+        "Parameter dtype for training and generation. bfloat16 halves memory on GPUs; keep float32 on CPU.",
+        choices=("float32", "bfloat16", "float16"),
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute activations in the backward pass: less memory, about 30% more compute."
+    )
+    attn_implementation: str | None = _f(
+        None, "Attention kernel passed to from_pretrained (e.g. 'sdpa', 'flash_attention_2'); null = default."
+    )
+    trust_remote_code: bool = _f(False, "Allow model repositories to run their own Python code.")
+
+
+@dataclass
+class RolloutConfig:
+    """Generation (sampling) shared by both roles; each role may override temperature and length."""
+
+    backend: str = _f(
+        "hf", "Generation backend: 'hf' (transformers generate, CPU or GPU) or 'vllm' (GPU, vllm extra).",
+        choices=("hf", "vllm"),
+    )
+    temperature: float = _f(0.6, "Sampling temperature (> 0). The paper uses 0.6 for both roles.")
+    top_p: float = _f(1.0, "Nucleus sampling mass in (0, 1]; 1.0 disables it.")
+    top_k: int = _f(0, "Sample among the k most likely tokens; 0 disables it.")
+    max_prompt_tokens: int = _f(
+        2048, "Prompts longer than this many tokens are truncated from the left, for generation and loss alike."
+    )
+    max_new_tokens: int = _f(
+        1024, "Generation length cap in tokens per completion (the reference runs use up to 6144)."
+    )
+    generation_batch_size: int = _f(
+        64, "Completions generated in one forward batch by the hf backend; lower it if generation runs out of memory."
+    )
+
+
+@dataclass
+class RoleConfig:
+    """Per-role settings: one section each for ``proposer`` and ``solver`` (roles are data, not code)."""
+
+    model_path: str | None = _f(
+        None, "Starting checkpoint of this role (e.g. its cold-start model); null uses model.name_or_path."
+    )
+    group_size: int = _f(
+        6,
+        "GRPO group size: Proposer = questions per step (N), Solver = attempts per question (M). Must be >= 2.",
+    )
+    learning_rate: float = _f(1e-6, "AdamW peak learning rate (reference runs: 1e-6).")
+    lr_schedule: str = _f(
+        "constant", "Learning-rate schedule after warm-up.", choices=("constant", "cosine")
+    )
+    warmup_steps: int = _f(0, "Optimizer steps of linear learning-rate warm-up from 0.")
+    weight_decay: float = _f(0.0, "AdamW decoupled weight decay.")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.999, "AdamW beta2.")
+    max_grad_norm: float = _f(1.0, "Clip the global gradient norm to this value before each step; 0 disables clipping.")
+    micro_batch_size: int = _f(
+        8, "Sequences per forward/backward pass; gradients accumulate over micro-batches."
+    )
+    steps_per_batch: int = _f(
+        1,
+        "Optimizer steps per logical batch: 1 = one step per batch (reference behaviour fixed), "
+        "k > 1 splits the batch into k mini-batches with one step each.",
+    )
+    temperature: float | None = _f(None, "Sampling temperature for this role; null uses rollout.temperature.")
+    max_new_tokens: int | None = _f(None, "Generation cap for this role; null uses rollout.max_new_tokens.")
+    updates_per_phase: int = _f(
+        10,
+        "Offline mode: updates of this role per phase (K_p = 10 for the Proposer, K_s = 5 for the Solver).",
+    )
+    batch_questions: int = _f(
+        6, "Offline Solver: questions drawn from the buffer for one Solver update (ignored for the Proposer)."
+    )
+    prompt: str | None = _f(
+        None, "Override of this role's prompt template (see docs/prompts.md); null uses the built-in prompt."
+    )
+
+
+def _solver_defaults() -> RoleConfig:
+    return RoleConfig(updates_per_phase=5)
+
+
+@dataclass
+class GRPOConfig:
+    """The policy-gradient loss shared by both roles."""
+
+    loss_type: str = _f(
+        "dr_grpo",
+        "dr_grpo: token sum / constant (reference default); grpo: mean per sequence then batch; "
+        "dapo: token mean over the batch.",
+        choices=("dr_grpo", "grpo", "dapo"),
+    )
+    epsilon_low: float = _f(0.2, "PPO clip: ratio lower bound is 1 - epsilon_low.")
+    epsilon_high: float = _f(0.2, "PPO clip: ratio upper bound is 1 + epsilon_high.")
+    beta: float = _f(
+        0.0, "KL coefficient to a frozen reference model; 0 loads no reference model (reference default)."
+    )
+    advantage_eps: float = _f(1e-4, "Added to the group std when normalizing advantages.")
+    advantage_norm: str = _f(
+        "group", "Advantage scale: group std, batch std, or none (mean-centering only).",
+        choices=("group", "batch", "none"),
+    )
+    loss_constant: int | None = _f(
+        None, "dr_grpo normalizer (tokens); null uses the role's max_new_tokens."
+    )
+    mask_truncated: bool = _f(
+        False, "Give completions that hit max_new_tokens zero weight in the loss."
+    )
+
+
+@dataclass
+class RewardsConfig:
+    """Solver correctness, question validity, diversity and Proposer reward (method.md, Rewards)."""
+
+    tau_low: float = _f(0.2, "A question is valid only if its validated pass rate is > tau_low.")
+    tau_high: float = _f(1.0, "A question is trainable for the Solver only if its pass rate is < tau_high.")
+    diversity_history: int = _f(100, "H: questions kept in the diversity history (earlier steps only).")
+    jaccard_threshold: float = _f(
+        0.8, "J: token-set Jaccard similarity above which two questions are near-duplicates."
+    )
+    diversity_min: float = _f(0.3, "d_min: a question with diversity <= d_min earns Proposer reward 0.")
+    diversity_weight: float = _f(0.2, "w_div: weight of the diversity bonus in the Proposer reward.")
+    difficulty_offset: float = _f(
+        1.1, "c: Proposer reward is c - p + w_div * d, so an always-solved valid question earns c - 1."
+    )
+    leak_check: str = _f(
+        "token",
+        "Answer-leak test: 'token' = the answer appears as a whole token in the problem; "
+        "'substring' = reference behaviour (any substring, so answer '2' leaks in any problem with a 2).",
+        choices=("token", "substring", "off"),
+    )
+    solver_reward: str = _f(
+        "verify",
+        "Solver reward: 'verify' = 1 if equivalent to the Proposer's answer; 'random' = coin flip (ablation).",
+        choices=("verify", "random"),
+    )
+
+
+@dataclass
+class KnowledgeConfig:
+    """The knowledge base whose snippets ground the Proposer."""
+
+    source: str = _f(
+        "tiny",
+        "Local .jsonl/.parquet/.txt file or directory, or a datasets name (streamed); 'tiny' uses a small "
+        "built-in arithmetic corpus.",
+    )
+    text_field: str = _f("text", "Field holding the snippet text in jsonl/parquet/datasets records.")
+    split: str = _f("train", "datasets split to stream.")
+    max_snippet_tokens: int = _f(
+        512, "Snippets are truncated to this many tokens before they enter the Proposer prompt."
+    )
+    enabled: bool = _f(True, "false = no-knowledge ablation: the Proposer is prompted without a snippet.")
+    shuffle_buffer: int = _f(10000, "Streaming datasets: shuffle buffer size (records).")
+
+
+@dataclass
+class BufferConfig:
+    """The offline question buffer (method.md, Offline training)."""
+
+    max_size: int = _f(1000, "Questions kept at most; the oldest leave first when full.")
+    retire_pass_rate: float = _f(1.0, "A question whose new pass rate reaches this leaves the buffer.")
+    patience: int = _f(3, "Visits without improvement after which a question leaves.")
+    min_improvement: float = _f(0.01, "A visit improves a question when its pass rate rises by more than this.")
+
+
+@dataclass
+class GraderConfig:
+    """Final-answer extraction and equivalence checking (rewards and benchmarks)."""
+
+    timeout_s: float = _f(5.0, "Wall-clock bound on one equivalence check, in seconds; overruns count as wrong.")
+    max_chars: int = _f(
+        20000, "Responses are truncated to their last max_chars characters before the answer is extracted."
+    )
+    max_answer_chars: int = _f(1000, "Extracted answers longer than this are truncated before parsing.")
+    workers: int = _f(2, "Grader worker processes; 0 grades in-process (no time bound for pathological input).")
+    fallback: list[str] = _f(
+        ["hashes", "answer_is"],
+        "Extraction fallbacks when no \\boxed{} is found: 'hashes' (GSM8K '#### 72'), 'answer_is' "
+        "('The answer is 72'), 'last_number'.",
+    )
+    cache_size: int = _f(100000, "Remembered (prediction, gold) verdicts; 0 disables the cache.")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation during and after training."""
+
+    benchmarks: list[str] = _f(
+        ["math500"], "Benchmarks by registry name or JSONL path with problem/answer fields."
+    )
+    samples: int = _f(6, "Samples per problem (pass@1 is their mean; the paper uses 6).")
+    temperature: float = _f(0.6, "Sampling temperature for evaluation.")
+    max_new_tokens: int = _f(1024, "Generation cap in evaluation.")
+    limit: int | None = _f(None, "Evaluate only the first N problems of each benchmark; null = all.")
+    every: int = _f(0, "Evaluate the Solver every this many training steps; 0 = only at the end.")
+    data_dir: str | None = _f(None, "Local benchmark folder; null uses ../shared/benchmarks when present.")
+
+
+@dataclass
+class RunConfig:
+    """The outer loop: mode, length, seed, output, checkpoints and logging."""
+
+    mode: str = _f("online", "online: both roles every step; offline: alternating phases through the buffer.",
+                   choices=("online", "offline"))
+    max_steps: int = _f(2000, "Online: training steps (skips included). Offline: Proposer+Solver iterations.")
+    out_dir: str = _f("runs/pasodoble", "Run directory: config, metrics, rollouts and checkpoints.")
+    seed: int = _f(0, "The one seed of the run (sampling, knowledge order, initialization of tiny models).")
+    checkpoint_every: int = _f(50, "Write a resumable checkpoint every this many steps; 0 = only at the end.")
+    keep_checkpoints: int = _f(2, "Keep the last K checkpoints; older ones are deleted.")
+    log_every: int = _f(1, "Write metrics every this many steps.")
+    device: str = _f("auto", "auto (cuda if available, else cpu), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    tensorboard: bool = _f(False, "Also log metrics to TensorBoard (tensorboard extra).")
+    wandb_project: str | None = _f(None, "Also log metrics to this Weights & Biases project (wandb extra).")
+    progress: bool = _f(True, "Show progress bars.")
+
+
+@dataclass
+class Config:
+    """Top-level PasoDoble configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    proposer: RoleConfig = field(default_factory=RoleConfig)
+    solver: RoleConfig = field(default_factory=_solver_defaults)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    grader: GraderConfig = field(default_factory=GraderConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides and type coercion
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Coerce a YAML or command-line value to the annotated type ``tp``; raise ConfigError naming ``name``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            if type(None) in args:
+                return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(value, non_none[0], name)
+    if origin is list:
+        (item_tp,) = args
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [
+                v.strip() for v in value.split(",") if v.strip()
+            ]
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list; got {value!r}")
+        return [_coerce(v, item_tp, name) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false; got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be an integer; got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer; got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number; got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number; got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{name} must be a string; got {value!r}")
+        return str(value)
+    raise ConfigError(f"{name}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    types_ = _field_types(type(obj))
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = [n for n in names if n.startswith(str(key)[:3])]
+            hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint}; see docs/configuration.md")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full} is a section; set its fields as {full}.FIELD=VALUE")
+            _apply(current, value, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, types_[key], full))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c.d=x"]`` into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must have the form section.field=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if value is None and raw.strip().lower() not in ("null", "none", "~"):
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override of {part}")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None), apply overrides and validate."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config file {p}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
+        _apply(cfg, data)
+    if overrides:
+        _apply(cfg, parse_overrides(overrides))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run directory's config.yaml)."""
+    cfg = Config()
+    _apply(cfg, data)
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (what a run directory's ``config.yaml`` holds)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Check every field's range and the cross-field constraints; raise ConfigError on the first problem."""
+    for section in dataclasses.fields(cfg):
+        obj = getattr(cfg, section.name)
+        for f in dataclasses.fields(obj):
+            choices = f.metadata.get("choices")
+            value = getattr(obj, f.name)
+            if choices and value not in choices:
+                raise ConfigError(
+                    f"{section.name}.{f.name} must be one of {', '.join(choices)}; got {value!r}"
+                )
+    r = cfg.rollout
+    _check(r.temperature > 0, f"rollout.temperature must be > 0; got {r.temperature}")
+    _check(0 < r.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {r.top_p}")
+    _check(r.top_k >= 0, f"rollout.top_k must be >= 0 (0 disables it); got {r.top_k}")
+    _check(r.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1; got {r.max_new_tokens}")
+    _check(r.max_prompt_tokens >= 1, f"rollout.max_prompt_tokens must be >= 1; got {r.max_prompt_tokens}")
+    _check(r.generation_batch_size >= 1, f"rollout.generation_batch_size must be >= 1; got {r.generation_batch_size}")
+    for name in ("proposer", "solver"):
+        role: RoleConfig = getattr(cfg, name)
+        _check(
+            role.group_size >= 2,
+            f"{name}.group_size must be >= 2 to compute group advantages; got {role.group_size}",
+        )
+        _check(role.learning_rate > 0, f"{name}.learning_rate must be > 0; got {role.learning_rate}")
+        _check(role.warmup_steps >= 0, f"{name}.warmup_steps must be >= 0; got {role.warmup_steps}")
+        _check(role.micro_batch_size >= 1, f"{name}.micro_batch_size must be >= 1; got {role.micro_batch_size}")
+        _check(role.steps_per_batch >= 1, f"{name}.steps_per_batch must be >= 1; got {role.steps_per_batch}")
+        _check(role.max_grad_norm >= 0, f"{name}.max_grad_norm must be >= 0 (0 disables clipping); got {role.max_grad_norm}")
+        _check(role.updates_per_phase >= 1, f"{name}.updates_per_phase must be >= 1; got {role.updates_per_phase}")
+        _check(role.batch_questions >= 1, f"{name}.batch_questions must be >= 1; got {role.batch_questions}")
+        if role.temperature is not None:
+            _check(role.temperature > 0, f"{name}.temperature must be > 0 or null; got {role.temperature}")
+        if role.max_new_tokens is not None:
+            _check(role.max_new_tokens >= 1, f"{name}.max_new_tokens must be >= 1 or null; got {role.max_new_tokens}")
+    g = cfg.grpo
+    _check(0 <= g.epsilon_low < 1, f"grpo.epsilon_low must be in [0, 1); got {g.epsilon_low}")
+    _check(g.epsilon_high >= 0, f"grpo.epsilon_high must be >= 0; got {g.epsilon_high}")
+    _check(g.beta >= 0, f"grpo.beta must be >= 0 (0 = no reference model); got {g.beta}")
+    _check(g.advantage_eps > 0, f"grpo.advantage_eps must be > 0; got {g.advantage_eps}")
+    if g.loss_constant is not None:
+        _check(g.loss_constant >= 1, f"grpo.loss_constant must be >= 1 or null; got {g.loss_constant}")
+    w = cfg.rewards
+    _check(0 <= w.tau_low < w.tau_high <= 1,
+           f"rewards.tau_low and rewards.tau_high must satisfy 0 <= tau_low < tau_high <= 1; got {w.tau_low}, {w.tau_high}")
+    _check(w.diversity_history >= 1, f"rewards.diversity_history must be >= 1; got {w.diversity_history}")
+    _check(0 <= w.jaccard_threshold <= 1, f"rewards.jaccard_threshold must be in [0, 1]; got {w.jaccard_threshold}")
+    _check(0 <= w.diversity_min < 1, f"rewards.diversity_min must be in [0, 1); got {w.diversity_min}")
+    _check(w.diversity_weight >= 0, f"rewards.diversity_weight must be >= 0; got {w.diversity_weight}")
+    k = cfg.knowledge
+    _check(k.max_snippet_tokens >= 1, f"knowledge.max_snippet_tokens must be >= 1; got {k.max_snippet_tokens}")
+    _check(bool(k.text_field), "knowledge.text_field must not be empty")
+    b = cfg.buffer
+    _check(b.max_size >= 1, f"buffer.max_size must be >= 1; got {b.max_size}")
+    _check(b.patience >= 1, f"buffer.patience must be >= 1; got {b.patience}")
+    _check(0 < b.retire_pass_rate <= 1, f"buffer.retire_pass_rate must be in (0, 1]; got {b.retire_pass_rate}")
+    gr = cfg.grader
+    _check(gr.timeout_s > 0, f"grader.timeout_s must be > 0; got {gr.timeout_s}")
+    _check(gr.max_chars >= 100, f"grader.max_chars must be >= 100; got {gr.max_chars}")
+    _check(gr.max_answer_chars >= 10, f"grader.max_answer_chars must be >= 10; got {gr.max_answer_chars}")
+    _check(gr.workers >= 0, f"grader.workers must be >= 0; got {gr.workers}")
+    _check(gr.cache_size >= 0, f"grader.cache_size must be >= 0; got {gr.cache_size}")
+    for fb in gr.fallback:
+        _check(fb in ("hashes", "answer_is", "last_number"),
+               f"grader.fallback entries must be hashes, answer_is or last_number; got {fb!r}")
+    e = cfg.eval
+    _check(e.samples >= 1, f"eval.samples must be >= 1; got {e.samples}")
+    _check(e.temperature >= 0, f"eval.temperature must be >= 0 (0 = greedy); got {e.temperature}")
+    _check(e.every >= 0, f"eval.every must be >= 0; got {e.every}")
+    if e.limit is not None:
+        _check(e.limit >= 1, f"eval.limit must be >= 1 or null; got {e.limit}")
+    run = cfg.run
+    _check(run.max_steps >= 1, f"run.max_steps must be >= 1; got {run.max_steps}")
+    _check(run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0; got {run.checkpoint_every}")
+    _check(run.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1; got {run.keep_checkpoints}")
+    _check(run.log_every >= 1, f"run.log_every must be >= 1; got {run.log_every}")
+    _check(bool(run.out_dir), "run.out_dir must not be empty")
+
+
+# --------------------------------------------------------------------------------------------------
+# Documentation
+
+
+def config_reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md), generated from the dataclasses."""
+    cfg = Config()
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `src/pasodoble/config.py` by `pasodoble config --markdown`; a test keeps it in sync.",
+        "Set fields in a YAML file (one mapping per section) or on the command line as `section.field=value`.",
+        "",
+    ]
+    for section in dataclasses.fields(cfg):
+        obj = getattr(cfg, section.name)
+        doc = (type(obj).__doc__ or "").strip()
+        lines += [f"## `{section.name}`", "", doc, "", "| field | default | help |", "| --- | --- | --- |"]
+        for f in dataclasses.fields(obj):
+            default = getattr(obj, f.name)
+            default_s = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            help_ = f.metadata.get("help", "").replace("|", "\\|")
+            if f.metadata.get("choices"):
+                help_ += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+            lines.append(f"| `{section.name}.{f.name}` | `{default_s}` | {help_} |")
+        lines.append("")
+    return "\n".join(lines)

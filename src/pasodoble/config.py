@@ -42,9 +42,7 @@ class ModelConfig:
         "Hugging Face model name or local directory of the base model; 'tiny' builds a ~1 M-parameter "
         "Qwen3 model and byte-level tokenizer locally (no hub, for tests and smoke runs).",
     )
-    tokenizer: str | None = _f(
-        None, "Tokenizer name or directory; null uses the model's own tokenizer."
-    )
+    tokenizer: str | None = _f(None, "Tokenizer name or directory; null uses the model's own tokenizer.")
     dtype: str = _f(
         "float32",
         "Parameter dtype for training and generation. bfloat16 halves memory on GPUs; keep float32 on CPU.",
@@ -64,20 +62,23 @@ class RolloutConfig:
     """Generation (sampling) shared by both roles; each role may override temperature and length."""
 
     backend: str = _f(
-        "hf", "Generation backend: 'hf' (transformers generate, CPU or GPU) or 'vllm' (GPU, vllm extra).",
+        "hf",
+        "Generation backend: 'hf' (transformers generate, CPU or GPU) or 'vllm' (GPU, vllm extra).",
         choices=("hf", "vllm"),
     )
     temperature: float = _f(0.6, "Sampling temperature (> 0). The paper uses 0.6 for both roles.")
     top_p: float = _f(1.0, "Nucleus sampling mass in (0, 1]; 1.0 disables it.")
     top_k: int = _f(0, "Sample among the k most likely tokens; 0 disables it.")
     max_prompt_tokens: int = _f(
-        2048, "Prompts longer than this many tokens are truncated from the left, for generation and loss alike."
+        2048,
+        "Prompts longer than this many tokens are truncated from the left, for generation and loss alike.",
     )
     max_new_tokens: int = _f(
         1024, "Generation length cap in tokens per completion (the reference runs use up to 6144)."
     )
     generation_batch_size: int = _f(
-        64, "Completions generated in one forward batch by the hf backend; lower it if generation runs out of memory."
+        64,
+        "Completions generated in one forward batch by the hf backend; lower it if generation runs out of memory.",
     )
 
 
@@ -93,14 +94,14 @@ class RoleConfig:
         "GRPO group size: Proposer = questions per step (N), Solver = attempts per question (M). Must be >= 2.",
     )
     learning_rate: float = _f(1e-6, "AdamW peak learning rate (reference runs: 1e-6).")
-    lr_schedule: str = _f(
-        "constant", "Learning-rate schedule after warm-up.", choices=("constant", "cosine")
-    )
+    lr_schedule: str = _f("constant", "Learning-rate schedule after warm-up.", choices=("constant", "cosine"))
     warmup_steps: int = _f(0, "Optimizer steps of linear learning-rate warm-up from 0.")
     weight_decay: float = _f(0.0, "AdamW decoupled weight decay.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
-    max_grad_norm: float = _f(1.0, "Clip the global gradient norm to this value before each step; 0 disables clipping.")
+    max_grad_norm: float = _f(
+        1.0, "Clip the global gradient norm to this value before each step; 0 disables clipping."
+    )
     micro_batch_size: int = _f(
         8, "Sequences per forward/backward pass; gradients accumulate over micro-batches."
     )
@@ -144,15 +145,12 @@ class GRPOConfig:
     )
     advantage_eps: float = _f(1e-4, "Added to the group std when normalizing advantages.")
     advantage_norm: str = _f(
-        "group", "Advantage scale: group std, batch std, or none (mean-centering only).",
+        "group",
+        "Advantage scale: group std, batch std, or none (mean-centering only).",
         choices=("group", "batch", "none"),
     )
-    loss_constant: int | None = _f(
-        None, "dr_grpo normalizer (tokens); null uses the role's max_new_tokens."
-    )
-    mask_truncated: bool = _f(
-        False, "Give completions that hit max_new_tokens zero weight in the loss."
-    )
+    loss_constant: int | None = _f(None, "dr_grpo normalizer (tokens); null uses the role's max_new_tokens.")
+    mask_truncated: bool = _f(False, "Give completions that hit max_new_tokens zero weight in the loss.")
 
 
 @dataclass
@@ -208,19 +206,25 @@ class BufferConfig:
     max_size: int = _f(1000, "Questions kept at most; the oldest leave first when full.")
     retire_pass_rate: float = _f(1.0, "A question whose new pass rate reaches this leaves the buffer.")
     patience: int = _f(3, "Visits without improvement after which a question leaves.")
-    min_improvement: float = _f(0.01, "A visit improves a question when its pass rate rises by more than this.")
+    min_improvement: float = _f(
+        0.01, "A visit improves a question when its pass rate rises by more than this."
+    )
 
 
 @dataclass
 class GraderConfig:
     """Final-answer extraction and equivalence checking (rewards and benchmarks)."""
 
-    timeout_s: float = _f(5.0, "Wall-clock bound on one equivalence check, in seconds; overruns count as wrong.")
+    timeout_s: float = _f(
+        5.0, "Wall-clock bound on one equivalence check, in seconds; overruns count as wrong."
+    )
     max_chars: int = _f(
         20000, "Responses are truncated to their last max_chars characters before the answer is extracted."
     )
     max_answer_chars: int = _f(1000, "Extracted answers longer than this are truncated before parsing.")
-    workers: int = _f(2, "Grader worker processes; 0 grades in-process (no time bound for pathological input).")
+    workers: int = _f(
+        2, "Grader worker processes; 0 grades in-process (no time bound for pathological input)."
+    )
     fallback: list[str] = _f(
         ["hashes", "answer_is"],
         "Extraction fallbacks when no \\boxed{} is found: 'hashes' (GSM8K '#### 72'), 'answer_is' "
@@ -248,15 +252,20 @@ class EvalConfig:
 class RunConfig:
     """The outer loop: mode, length, seed, output, checkpoints and logging."""
 
-    mode: str = _f("online", "online: both roles every step; offline: alternating phases through the buffer.",
-                   choices=("online", "offline"))
+    mode: str = _f(
+        "online",
+        "online: both roles every step; offline: alternating phases through the buffer.",
+        choices=("online", "offline"),
+    )
     max_steps: int = _f(2000, "Online: training steps (skips included). Offline: Proposer+Solver iterations.")
     out_dir: str = _f("runs/pasodoble", "Run directory: config, metrics, rollouts and checkpoints.")
     seed: int = _f(0, "The one seed of the run (sampling, knowledge order, initialization of tiny models).")
     checkpoint_every: int = _f(50, "Write a resumable checkpoint every this many steps; 0 = only at the end.")
     keep_checkpoints: int = _f(2, "Keep the last K checkpoints; older ones are deleted.")
     log_every: int = _f(1, "Write metrics every this many steps.")
-    device: str = _f("auto", "auto (cuda if available, else cpu), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    device: str = _f(
+        "auto", "auto (cuda if available, else cpu), cpu or cuda.", choices=("auto", "cpu", "cuda")
+    )
     tensorboard: bool = _f(False, "Also log metrics to TensorBoard (tensorboard extra).")
     wandb_project: str | None = _f(None, "Also log metrics to this Weights & Biases project (wandb extra).")
     progress: bool = _f(True, "Show progress bars.")
@@ -303,9 +312,11 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if origin is list:
         (item_tp,) = args
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [
-                v.strip() for v in value.split(",") if v.strip()
-            ]
+            value = (
+                yaml.safe_load(value)
+                if value.strip().startswith("[")
+                else [v.strip() for v in value.split(",") if v.strip()]
+            )
         if not isinstance(value, list):
             raise ConfigError(f"{name} must be a list; got {value!r}")
         return [_coerce(v, item_tp, name) for v in value]
@@ -396,7 +407,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"config file {p}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+            raise ConfigError(
+                f"config file {p}{where} is not valid YAML: {getattr(exc, 'problem', exc)}"
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
         _apply(cfg, data)
@@ -445,7 +458,10 @@ def validate(cfg: Config) -> None:
     _check(r.top_k >= 0, f"rollout.top_k must be >= 0 (0 disables it); got {r.top_k}")
     _check(r.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1; got {r.max_new_tokens}")
     _check(r.max_prompt_tokens >= 1, f"rollout.max_prompt_tokens must be >= 1; got {r.max_prompt_tokens}")
-    _check(r.generation_batch_size >= 1, f"rollout.generation_batch_size must be >= 1; got {r.generation_batch_size}")
+    _check(
+        r.generation_batch_size >= 1,
+        f"rollout.generation_batch_size must be >= 1; got {r.generation_batch_size}",
+    )
     for name in ("proposer", "solver"):
         role: RoleConfig = getattr(cfg, name)
         _check(
@@ -454,15 +470,26 @@ def validate(cfg: Config) -> None:
         )
         _check(role.learning_rate > 0, f"{name}.learning_rate must be > 0; got {role.learning_rate}")
         _check(role.warmup_steps >= 0, f"{name}.warmup_steps must be >= 0; got {role.warmup_steps}")
-        _check(role.micro_batch_size >= 1, f"{name}.micro_batch_size must be >= 1; got {role.micro_batch_size}")
+        _check(
+            role.micro_batch_size >= 1, f"{name}.micro_batch_size must be >= 1; got {role.micro_batch_size}"
+        )
         _check(role.steps_per_batch >= 1, f"{name}.steps_per_batch must be >= 1; got {role.steps_per_batch}")
-        _check(role.max_grad_norm >= 0, f"{name}.max_grad_norm must be >= 0 (0 disables clipping); got {role.max_grad_norm}")
-        _check(role.updates_per_phase >= 1, f"{name}.updates_per_phase must be >= 1; got {role.updates_per_phase}")
+        _check(
+            role.max_grad_norm >= 0,
+            f"{name}.max_grad_norm must be >= 0 (0 disables clipping); got {role.max_grad_norm}",
+        )
+        _check(
+            role.updates_per_phase >= 1,
+            f"{name}.updates_per_phase must be >= 1; got {role.updates_per_phase}",
+        )
         _check(role.batch_questions >= 1, f"{name}.batch_questions must be >= 1; got {role.batch_questions}")
         if role.temperature is not None:
             _check(role.temperature > 0, f"{name}.temperature must be > 0 or null; got {role.temperature}")
         if role.max_new_tokens is not None:
-            _check(role.max_new_tokens >= 1, f"{name}.max_new_tokens must be >= 1 or null; got {role.max_new_tokens}")
+            _check(
+                role.max_new_tokens >= 1,
+                f"{name}.max_new_tokens must be >= 1 or null; got {role.max_new_tokens}",
+            )
     g = cfg.grpo
     _check(0 <= g.epsilon_low < 1, f"grpo.epsilon_low must be in [0, 1); got {g.epsilon_low}")
     _check(g.epsilon_high >= 0, f"grpo.epsilon_high must be >= 0; got {g.epsilon_high}")
@@ -471,19 +498,28 @@ def validate(cfg: Config) -> None:
     if g.loss_constant is not None:
         _check(g.loss_constant >= 1, f"grpo.loss_constant must be >= 1 or null; got {g.loss_constant}")
     w = cfg.rewards
-    _check(0 <= w.tau_low < w.tau_high <= 1,
-           f"rewards.tau_low and rewards.tau_high must satisfy 0 <= tau_low < tau_high <= 1; got {w.tau_low}, {w.tau_high}")
+    _check(
+        0 <= w.tau_low < w.tau_high <= 1,
+        f"rewards.tau_low and rewards.tau_high must satisfy 0 <= tau_low < tau_high <= 1; got {w.tau_low}, {w.tau_high}",
+    )
     _check(w.diversity_history >= 1, f"rewards.diversity_history must be >= 1; got {w.diversity_history}")
-    _check(0 <= w.jaccard_threshold <= 1, f"rewards.jaccard_threshold must be in [0, 1]; got {w.jaccard_threshold}")
+    _check(
+        0 <= w.jaccard_threshold <= 1,
+        f"rewards.jaccard_threshold must be in [0, 1]; got {w.jaccard_threshold}",
+    )
     _check(0 <= w.diversity_min < 1, f"rewards.diversity_min must be in [0, 1); got {w.diversity_min}")
     _check(w.diversity_weight >= 0, f"rewards.diversity_weight must be >= 0; got {w.diversity_weight}")
     k = cfg.knowledge
-    _check(k.max_snippet_tokens >= 1, f"knowledge.max_snippet_tokens must be >= 1; got {k.max_snippet_tokens}")
+    _check(
+        k.max_snippet_tokens >= 1, f"knowledge.max_snippet_tokens must be >= 1; got {k.max_snippet_tokens}"
+    )
     _check(bool(k.text_field), "knowledge.text_field must not be empty")
     b = cfg.buffer
     _check(b.max_size >= 1, f"buffer.max_size must be >= 1; got {b.max_size}")
     _check(b.patience >= 1, f"buffer.patience must be >= 1; got {b.patience}")
-    _check(0 < b.retire_pass_rate <= 1, f"buffer.retire_pass_rate must be in (0, 1]; got {b.retire_pass_rate}")
+    _check(
+        0 < b.retire_pass_rate <= 1, f"buffer.retire_pass_rate must be in (0, 1]; got {b.retire_pass_rate}"
+    )
     gr = cfg.grader
     _check(gr.timeout_s > 0, f"grader.timeout_s must be > 0; got {gr.timeout_s}")
     _check(gr.max_chars >= 100, f"grader.max_chars must be >= 100; got {gr.max_chars}")
@@ -491,8 +527,10 @@ def validate(cfg: Config) -> None:
     _check(gr.workers >= 0, f"grader.workers must be >= 0; got {gr.workers}")
     _check(gr.cache_size >= 0, f"grader.cache_size must be >= 0; got {gr.cache_size}")
     for fb in gr.fallback:
-        _check(fb in ("hashes", "answer_is", "last_number"),
-               f"grader.fallback entries must be hashes, answer_is or last_number; got {fb!r}")
+        _check(
+            fb in ("hashes", "answer_is", "last_number"),
+            f"grader.fallback entries must be hashes, answer_is or last_number; got {fb!r}",
+        )
     e = cfg.eval
     _check(e.samples >= 1, f"eval.samples must be >= 1; got {e.samples}")
     _check(e.temperature >= 0, f"eval.temperature must be >= 0 (0 = greedy); got {e.temperature}")

@@ -12,7 +12,9 @@ from pasodoble.config import config_reference_markdown, load_config
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file (default: built-in defaults)")
     parser.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    parser.add_argument("--markdown", action="store_true", help="print the configuration reference (docs/configuration.md)")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the configuration reference (docs/configuration.md)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -80,6 +80,11 @@ class RolloutConfig:
         64,
         "Completions generated in one forward batch by the hf backend; lower it if generation runs out of memory.",
     )
+    open_thinking: bool = _f(
+        False,
+        "Append '<think>\\n' after the chat template's generation prompt so completions start inside the "
+        "thinking section (for models trained to think whose template does not open it).",
+    )
 
 
 @dataclass
@@ -196,7 +201,9 @@ class KnowledgeConfig:
         512, "Snippets are truncated to this many tokens before they enter the Proposer prompt."
     )
     enabled: bool = _f(True, "false = no-knowledge ablation: the Proposer is prompted without a snippet.")
-    shuffle_buffer: int = _f(10000, "Streaming datasets: shuffle buffer size (records).")
+    shuffle_buffer: int = _f(
+        10000, "Streaming datasets: shuffle buffer size (records); 0 streams in dataset order."
+    )
 
 
 @dataclass
@@ -514,6 +521,21 @@ def validate(cfg: Config) -> None:
         k.max_snippet_tokens >= 1, f"knowledge.max_snippet_tokens must be >= 1; got {k.max_snippet_tokens}"
     )
     _check(bool(k.text_field), "knowledge.text_field must not be empty")
+    _check(
+        k.shuffle_buffer >= 0,
+        f"knowledge.shuffle_buffer must be >= 0 (0 = no shuffling); got {k.shuffle_buffer}",
+    )
+    if cfg.proposer.prompt is not None and k.enabled:
+        _check(
+            "{snippet}" in cfg.proposer.prompt,
+            "proposer.prompt must contain the placeholder {snippet} (where the knowledge snippet goes), "
+            "or set knowledge.enabled=false",
+        )
+    if cfg.solver.prompt is not None:
+        _check(
+            "{problem}" in cfg.solver.prompt,
+            "solver.prompt must contain the placeholder {problem} (where the problem goes)",
+        )
     b = cfg.buffer
     _check(b.max_size >= 1, f"buffer.max_size must be >= 1; got {b.max_size}")
     _check(b.patience >= 1, f"buffer.patience must be >= 1; got {b.patience}")

@@ -9,8 +9,10 @@ A Proposer completion looks like::
 Rules:
 
 - The thinking part ends at the last ``</think>``. If the text has ``<think>`` but no ``</think>``,
-  the model never finished thinking: ``ParseFailure('unfinished_thinking')``. With no think tags at
-  all the whole text is searched.
+  the model never finished thinking: ``ParseFailure('unfinished_thinking')``; so too when the prompt
+  itself opened the thinking section (``thinking_opened=True``, e.g. ``rollout.open_thinking`` or a
+  chat template ending in ``<think>``: the completion then holds only the closing tag). With no think
+  tags at all (and a prompt that did not open thinking) the whole text is searched.
 - The problem is the content of the first ``<problem>...</problem>`` after the thinking part
   (stripped); none there: ``ParseFailure('no_problem')``.
 - The answer is the last non-empty boxed expression after the thinking part and outside the problem:
@@ -31,12 +33,16 @@ PROBLEM_OPEN = "<problem>"
 PROBLEM_CLOSE = "</problem>"
 
 
-def after_thinking(text: str) -> str | ParseFailure:
-    """The part of ``text`` after the thinking section (all of it when there are no think tags)."""
+def after_thinking(text: str, *, thinking_opened: bool = False) -> str | ParseFailure:
+    """The part of ``text`` after the thinking section (all of it when there are no think tags).
+
+    ``thinking_opened``: the prompt ended inside an open ``<think>``, so a completion without
+    ``</think>`` is unfinished thinking.
+    """
     close = text.rfind(THINK_CLOSE)
     if close >= 0:
         return text[close + len(THINK_CLOSE) :]
-    if THINK_OPEN in text:
+    if thinking_opened or THINK_OPEN in text:
         return ParseFailure(UNFINISHED_THINKING)
     return text
 
@@ -46,13 +52,15 @@ def _answer(text: str) -> str | None:
     return answer if answer else None  # an empty \boxed{} is no answer
 
 
-def parse_proposal(text: str) -> Question | ParseFailure:
+def parse_proposal(text: str, *, thinking_opened: bool = False) -> Question | ParseFailure:
     """Parse one Proposer completion into its problem and boxed answer, or say why it cannot be.
+
+    ``thinking_opened``: the prompt opened the thinking section (``prompts.opens_thinking(prompt)``).
 
     >>> parse_proposal("<think>hmm</think><problem>What is 2+3?</problem> 2+3=\\\\boxed{5}")
     Question(problem='What is 2+3?', answer='5')
     """
-    body = after_thinking(text)
+    body = after_thinking(text, thinking_opened=thinking_opened)
     if isinstance(body, ParseFailure):
         return body
     start = body.find(PROBLEM_OPEN)

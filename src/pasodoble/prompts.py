@@ -103,9 +103,14 @@ def apply_chat(content: str, tokenizer: Any, *, open_thinking: bool = False) -> 
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
         prompt = PLAIN_FORMAT.replace("{content}", content)
-    if open_thinking and not prompt.rstrip().endswith(THINK_OPEN.strip()):
+    if open_thinking and not opens_thinking(prompt):
         prompt += THINK_OPEN
     return prompt
+
+
+def opens_thinking(prompt: str) -> bool:
+    """Whether a rendered prompt ends inside an open thinking section (pass to ``parse_proposal``)."""
+    return prompt.rstrip().endswith(THINK_OPEN.strip())
 
 
 def build_prompt(

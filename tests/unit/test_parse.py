@@ -28,6 +28,15 @@ def test_unfinished_thinking():
     )
 
 
+def test_thinking_opened_by_the_prompt():
+    # the prompt ended with "<think>\n": the completion holds only the closing tag
+    text = "plan...</think><problem>What is 2*5?</problem> \\boxed{10}"
+    assert parse_proposal(text, thinking_opened=True) == Question("What is 2*5?", "10")
+    unfinished = "plan... <problem>What is 2*5?</problem> \\boxed{10}"
+    assert parse_proposal(unfinished, thinking_opened=True) == ParseFailure("unfinished_thinking")
+    assert parse_proposal(unfinished) == Question("What is 2*5?", "10")
+
+
 def test_problem_only_inside_thinking_is_missing():
     assert parse_proposal("<think><problem>What is 1+1?</problem></think> \\boxed{2}") == ParseFailure(
         "no_problem"

@@ -8,7 +8,7 @@ from transformers import PreTrainedTokenizerFast
 
 from pasodoble.config import ConfigError, load_config
 from pasodoble.parse import parse_proposal
-from pasodoble.prompts import build_prompt, check_template, user_message
+from pasodoble.prompts import build_prompt, check_template, opens_thinking, user_message
 from pasodoble.types import Question, Snippet
 
 CHATML = (
@@ -58,7 +58,8 @@ def test_solver_prompt_and_plain_fallback():
 
 def test_open_thinking():
     prompt = build_prompt("solver", tokenizer(), problem="1+1?", open_thinking=True)
-    assert prompt.endswith("<|im_start|>assistant\n<think>\n")
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n") and opens_thinking(prompt)
+    assert not opens_thinking(build_prompt("solver", tokenizer(), problem="1+1?"))
     opened = tokenizer(CHATML.replace("assistant\n", "assistant\n<think>\n"))
     assert opened.chat_template.endswith("<think>\n{% endif %}")
     prompt = build_prompt("solver", opened, problem="1+1?", open_thinking=True)

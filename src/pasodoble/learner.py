@@ -1,0 +1,364 @@
+"""One GRPO learner class for both roles: model, AdamW, LR schedule, accumulation, accelerate.
+
+``Learner.update(samples)`` takes this process's share of one logical batch of ``TrainSample``s
+(prompt ids, completion ids, advantage) and makes ``steps_per_batch`` optimizer steps on it (1 by
+default: exactly one step per batch). Within a step, gradients accumulate over micro-batches of
+``micro_batch_size`` sequences, and the loss normalizers (sequence and token counts) are those of the
+whole logical batch summed over all processes, so that accumulation and data parallelism reproduce
+the single-process full-batch gradient (see ``docs/learner.md``).
+
+The same code runs single-process on CPU, data-parallel under ``torchrun`` (DDP; the gradient
+all-reduce averages over ranks, so each rank's loss is multiplied by the world size), and under FSDP
+or DeepSpeed as configured in the ``Accelerator`` the caller passes in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from transformers import get_scheduler
+
+from pasodoble.config import GRPOConfig, RoleConfig
+from pasodoble.grpo import completion_logprobs, pack_sequences, policy_loss
+
+
+@dataclass
+class TrainSample:
+    """One completion to learn from.
+
+    ``old_logprobs`` are the per-token log-probabilities under the policy that sampled it (e.g. the
+    rollout backend's); None lets the learner use the current policy's (ratio 1, exact gradient).
+    ``truncated`` marks a completion stopped by max_new_tokens (see ``grpo.mask_truncated``).
+    """
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+    old_logprobs: list[float] | None = None
+    truncated: bool = False
+
+
+_WEIGHTED_METRICS = ("clip_frac", "clip_frac_low", "clip_frac_high", "ratio_mean", "kl", "entropy")
+
+
+class Learner:
+    """GRPO policy learner for one role (``role`` only labels errors; metric keys carry no prefix).
+
+    Args:
+        role: 'proposer' or 'solver' (any label).
+        model: the causal LM to train (not yet wrapped); it is prepared with ``accelerator``.
+        tokenizer: saved next to the model by ``save_pretrained``; its pad id pads batches.
+        role_cfg: optimizer, schedule and batching settings of this role.
+        grpo_cfg: loss settings shared by both roles.
+        accelerator: an ``accelerate.Accelerator`` (default: a new one; CPU when no GPU is present).
+        temperature: the sampling temperature; logits are divided by it, as when sampling.
+        max_new_tokens: generation cap; the dr_grpo constant when ``grpo_cfg.loss_constant`` is null.
+        total_steps: optimizer steps of the run, needed by the cosine schedule.
+        ref_model: frozen reference policy for ``beta > 0`` (default: a copy of ``model`` as given).
+        gradient_checkpointing: recompute activations in backward (less memory, more compute).
+        compute_entropy: report the mean token entropy (one extra softmax per chunk, no gradient).
+    """
+
+    def __init__(
+        self,
+        role: str,
+        model: torch.nn.Module,
+        tokenizer,
+        role_cfg: RoleConfig,
+        grpo_cfg: GRPOConfig,
+        accelerator: Accelerator | None = None,
+        *,
+        temperature: float,
+        max_new_tokens: int,
+        total_steps: int | None = None,
+        ref_model: torch.nn.Module | None = None,
+        gradient_checkpointing: bool = False,
+        compute_entropy: bool = True,
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"{role}: temperature must be > 0; got {temperature}")
+        self.role = role
+        self.tokenizer = tokenizer
+        self.role_cfg = role_cfg
+        self.grpo_cfg = grpo_cfg
+        self.temperature = float(temperature)
+        self.max_new_tokens = int(max_new_tokens)
+        self.compute_entropy = compute_entropy
+        self.accelerator = (
+            accelerator if accelerator is not None else Accelerator(cpu=not torch.cuda.is_available())
+        )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError(f"{role}: the tokenizer has neither a pad nor an eos token")
+        self.pad_token_id = int(pad)
+        self.step = 0
+
+        self.ref_model = None
+        if grpo_cfg.beta > 0:
+            ref = ref_model if ref_model is not None else copy.deepcopy(model)
+            ref.requires_grad_(False)
+            self.ref_model = ref.eval().to(self.accelerator.device)
+
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=role_cfg.learning_rate,
+            betas=(role_cfg.adam_beta1, role_cfg.adam_beta2),
+            weight_decay=role_cfg.weight_decay,
+        )
+        if role_cfg.lr_schedule == "cosine":
+            if total_steps is None:
+                raise ValueError(
+                    f"{role}: the cosine schedule needs total_steps (optimizer steps of the run)"
+                )
+            self.scheduler = get_scheduler(
+                "cosine", optimizer, num_warmup_steps=role_cfg.warmup_steps, num_training_steps=total_steps
+            )
+        else:
+            self.scheduler = get_scheduler(
+                "constant_with_warmup", optimizer, num_warmup_steps=role_cfg.warmup_steps
+            )
+        # The scheduler is not prepared: accelerate would step it once per process.
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.model.train()
+
+    # ----------------------------------------------------------------------------------------------
+    # Properties
+
+    @property
+    def unwrapped_model(self) -> torch.nn.Module:
+        """The bare transformers model (for generation and saving); shares weights with training."""
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def loss_constant(self) -> int:
+        c = self.grpo_cfg.loss_constant
+        return int(c) if c is not None else self.max_new_tokens
+
+    # ----------------------------------------------------------------------------------------------
+    # Log-probabilities
+
+    @torch.no_grad()
+    def logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
+        """Per-token log-probabilities of each sample's completion under the current policy.
+
+        Under FSDP every rank must call this with the same number of micro-batches.
+        """
+        out: list[list[float]] = []
+        mbs = self.role_cfg.micro_batch_size
+        for start in range(0, len(samples), mbs):
+            micro = samples[start : start + mbs]
+            logps_BT, _ = self._forward(self.model, micro, with_entropy=False)
+            for i, s in enumerate(micro):
+                out.append(logps_BT[i, : len(s.completion_ids)].float().tolist())
+        return out
+
+    def _forward(self, model, micro: list[TrainSample], *, with_entropy: bool):
+        batch = pack_sequences(
+            [s.prompt_ids for s in micro], [s.completion_ids for s in micro], self.pad_token_id
+        ).to(self.accelerator.device)
+        return completion_logprobs(model, batch, self.temperature, with_entropy=with_entropy)
+
+    # ----------------------------------------------------------------------------------------------
+    # Update
+
+    def shard(self, samples: list[TrainSample]) -> list[TrainSample]:
+        """This process's contiguous share of a logical batch that every process holds in full."""
+        n, r = self.accelerator.num_processes, self.accelerator.process_index
+        per, extra = divmod(len(samples), n)
+        start = r * per + min(r, extra)
+        return samples[start : start + per + (1 if r < extra else 0)]
+
+    def update(self, samples: list[TrainSample]) -> dict[str, float]:
+        """Train on this process's share of one logical batch; return metrics (no role prefix).
+
+        Makes ``steps_per_batch`` optimizer steps on consecutive equal parts of ``samples``. With
+        more than one step, missing ``old_logprobs`` are computed first, so later steps are
+        importance-weighted against the policy that sampled the batch.
+        """
+        k = self.role_cfg.steps_per_batch
+        if len(samples) < k:
+            raise ValueError(
+                f"{self.role}: {len(samples)} samples on process {self.accelerator.process_index} cannot "
+                f"make {k} optimizer steps (steps_per_batch); give each process >= {k} samples"
+            )
+        if k > 1 and any(s.old_logprobs is None for s in samples):
+            fresh = self.logprobs(samples)
+            samples = [
+                s if s.old_logprobs is not None else _with_old(s, lp)
+                for s, lp in zip(samples, fresh, strict=True)
+            ]
+        per, extra = divmod(len(samples), k)
+        step_metrics = []
+        start = 0
+        for j in range(k):
+            size = per + (1 if j < extra else 0)
+            step_metrics.append(self._optimizer_step(samples[start : start + size]))
+            start += size
+        metrics = {key: sum(m[key] for m in step_metrics) / k for key in step_metrics[0]}
+        for key in ("tokens", "sequences"):
+            metrics[key] = sum(m[key] for m in step_metrics)
+        metrics["optimizer_steps"] = float(k)
+        metrics["step"] = float(self.step)
+        return metrics
+
+    def _optimizer_step(self, samples: list[TrainSample]) -> dict[str, float]:
+        acc, g = self.accelerator, self.grpo_cfg
+        device = acc.device
+        mbs = self.role_cfg.micro_batch_size
+        eff_lens = [0 if (g.mask_truncated and s.truncated) else len(s.completion_ids) for s in samples]
+        local = torch.tensor(
+            [
+                len(samples),
+                sum(eff_lens),
+                sum(len(s.completion_ids) for s in samples),
+                sum(s.truncated for s in samples),
+                sum(s.advantage for s in samples),
+            ],
+            dtype=torch.float64,
+            device=device,
+        )
+        glob = acc.reduce(local, reduction="sum") if acc.num_processes > 1 else local
+        n_seq, n_tok, n_comp_tok, n_trunc, adv_sum = glob.tolist()
+        n_micro = torch.tensor([math.ceil(len(samples) / mbs)], device=device)
+        n_micro = int(acc.reduce(n_micro, reduction="max").item()) if acc.num_processes > 1 else int(n_micro)
+        scale = float(acc.num_processes)  # DDP/FSDP average gradients over ranks; undo it.
+
+        sums = {key: torch.zeros((), device=device, dtype=torch.float64) for key in _WEIGHTED_METRICS}
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        tokens_seen = torch.zeros((), device=device, dtype=torch.float64)
+        for j in range(n_micro):
+            micro = samples[j * mbs : (j + 1) * mbs]
+            weight = 1.0
+            if not micro:  # this rank has fewer micro-batches: a zero-weight pass keeps collectives in step
+                micro, weight = samples[:1], 0.0
+            sync = j == n_micro - 1
+            ctx = contextlib.nullcontext() if sync else acc.no_sync(self.model)
+            with ctx:
+                loss, m = self._micro_loss(micro, n_seq, n_tok)
+                acc.backward(loss * (scale * weight))
+            loss_sum += loss.detach().double() * weight
+            w = m["tokens"].double() * weight
+            tokens_seen += w
+            for key in _WEIGHTED_METRICS:
+                if key in m:
+                    sums[key] += m[key].double() * w
+
+        max_norm = self.role_cfg.max_grad_norm if self.role_cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+        packed = torch.stack([loss_sum, tokens_seen, *[sums[k] for k in _WEIGHTED_METRICS]])
+        if acc.num_processes > 1:
+            packed = acc.reduce(packed, reduction="sum")
+        vals = packed.tolist()
+        denom = max(vals[1], 1.0)
+        metrics = {
+            "loss": vals[0],
+            "grad_norm": float(grad_norm),
+            "lr": float(lr),
+            "tokens": n_tok,
+            "sequences": n_seq,
+            "completion_len_mean": n_comp_tok / max(n_seq, 1.0),
+            "truncated_frac": n_trunc / max(n_seq, 1.0),
+            "advantage_mean": adv_sum / max(n_seq, 1.0),
+        }
+        for key, val in zip(_WEIGHTED_METRICS, vals[2:], strict=True):
+            if key == "kl" and self.ref_model is None:
+                continue
+            if key == "entropy" and not self.compute_entropy:
+                continue
+            metrics[key] = val / denom
+        return metrics
+
+    def _micro_loss(self, micro: list[TrainSample], n_seq: float, n_tok: float):
+        g = self.grpo_cfg
+        logps_BT, ent_BT = self._forward(self.model, micro, with_entropy=self.compute_entropy)
+        B, T = logps_BT.shape
+        device = logps_BT.device
+        if all(s.old_logprobs is None for s in micro):
+            old_BT = logps_BT.detach()
+        else:
+            old_BT = torch.zeros((B, T), dtype=torch.float32, device=device)
+            for i, s in enumerate(micro):
+                if s.old_logprobs is None:
+                    old_BT[i] = logps_BT[i].detach()
+                else:
+                    if len(s.old_logprobs) != len(s.completion_ids):
+                        raise ValueError(
+                            f"{self.role}: old_logprobs has {len(s.old_logprobs)} entries for "
+                            f"{len(s.completion_ids)} completion tokens"
+                        )
+                    old_BT[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs, dtype=torch.float32)
+        ref_BT = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref_BT, _ = self._forward(self.ref_model, micro, with_entropy=False)
+        mask_BT = (
+            torch.arange(T, device=device)[None, :]
+            < torch.tensor([len(s.completion_ids) for s in micro], device=device)[:, None]
+        ).float()
+        return policy_loss(
+            logps_BT,
+            old_BT,
+            torch.tensor([s.advantage for s in micro], dtype=torch.float32, device=device),
+            mask_BT,
+            loss_type=g.loss_type,
+            eps_low=g.epsilon_low,
+            eps_high=g.epsilon_high,
+            beta=g.beta,
+            ref_logprobs_BT=ref_BT,
+            loss_constant=self.loss_constant,
+            truncated_B=torch.tensor([s.truncated for s in micro], device=device),
+            mask_truncated=g.mask_truncated,
+            entropy_BT=ent_BT,
+            num_sequences=n_seq,
+            num_tokens=n_tok,
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # State
+
+    def state_dict(self) -> dict:
+        """Model, optimizer, scheduler and step: everything an exact resume needs.
+
+        Tensors are live references: ``torch.save`` the result (or deep-copy it) before the next update.
+        """
+        return {
+            "role": self.role,
+            "step": self.step,
+            "model": self.accelerator.get_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned; the next ``update`` continues bit for bit."""
+        self.unwrapped_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write a Hugging Face model directory (weights, config, tokenizer) from the main process."""
+        state = self.accelerator.get_state_dict(self.model)
+        if self.accelerator.is_main_process:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            self.unwrapped_model.save_pretrained(directory, state_dict=state)
+            self.tokenizer.save_pretrained(directory)
+        self.accelerator.wait_for_everyone()
+
+
+def _with_old(sample: TrainSample, old: list[float]) -> TrainSample:
+    return TrainSample(sample.prompt_ids, sample.completion_ids, sample.advantage, old, sample.truncated)

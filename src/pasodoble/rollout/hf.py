@@ -1,0 +1,210 @@
+"""Transformers rollout backend: batched, left-padded sampling with the training model itself.
+
+The decode loop is written out here instead of calling ``model.generate`` so that three properties
+hold by construction:
+
+- **Determinism per seed.** All randomness comes from one ``torch.Generator`` seeded with
+  ``SamplingParams.seed``; the global RNG is never read or advanced.
+- **Identical token ids.** ``completion_ids`` are the sampled ids; generation stops per sequence at
+  the first EOS (kept in the completion), and nothing after it is returned.
+- **Matching log-probabilities.** ``logprobs[t]`` is ``log_softmax(logits / temperature)`` at the
+  sampled token, computed from the same fp32 logits the sample was drawn from, *before* top-k /
+  top-p filtering. That is the quantity the learner computes (``grpo.completion_logprobs``), so with
+  ``top_p=1, top_k=0`` the two agree to float rounding (tested to 1e-4); with filtering on, the
+  sampling distribution is the renormalized filtered one and these values are the unfiltered
+  policy's, which is what the importance ratio of the loss uses.
+
+Prompts are left-padded in chunks of ``generation_batch_size`` sequences; position ids are derived
+from the attention mask so padded rows see the same positions as unpadded ones. A chunk whose
+prompts all have one length runs without a mask (the cheaper causal path).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from pasodoble.rollout.base import Completion, SamplingParams
+
+
+def filter_logits(scaled_logits_BV: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set logits outside the top-k set and outside the top-p nucleus to -inf (at least one token stays)."""
+    logits = scaled_logits_BV
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        remove_sorted = mass_before > top_p
+        remove_sorted[..., 0] = False
+        remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+class HFBackend:
+    """``RolloutBackend`` on a transformers causal LM (CPU or GPU), sharing the training model.
+
+    Args:
+        model: the (unwrapped) causal LM to sample from; switched to eval mode while generating.
+        tokenizer: used to decode completions to text and for the pad/eos ids.
+        generation_batch_size: sequences per forward batch (prompts x n are chunked by this).
+        eos_token_ids: ids that end a completion; default = the model's generation-config EOS ids
+            plus the tokenizer's EOS.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        generation_batch_size: int = 64,
+        eos_token_ids: list[int] | None = None,
+    ) -> None:
+        if generation_batch_size < 1:
+            raise ValueError(f"generation_batch_size must be >= 1; got {generation_batch_size}")
+        self.model = model
+        self._cache_kw = _cache_keyword(model)
+        self.tokenizer = tokenizer
+        self.generation_batch_size = generation_batch_size
+        if eos_token_ids is None:
+            eos_token_ids = _default_eos_ids(model, tokenizer)
+        if not eos_token_ids:
+            raise ValueError("no EOS token id: pass eos_token_ids or set tokenizer.eos_token")
+        self.eos_token_ids = sorted(set(eos_token_ids))
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """The backend generates with the training model itself: only the reference is updated."""
+        self.model = model
+        self._cache_kw = _cache_keyword(model)
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        """Sample ``params.n`` completions per prompt; see the module docstring for the guarantees."""
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device)
+        generator.manual_seed(params.seed)
+        flat = [p for p in prompts for _ in range(params.n)]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            rows: list[tuple[list[int], list[float], bool]] = []
+            for start in range(0, len(flat), self.generation_batch_size):
+                chunk = flat[start : start + self.generation_batch_size]
+                rows.extend(self._generate_chunk(chunk, params, generator, device))
+        finally:
+            self.model.train(was_training)
+        out: list[list[Completion]] = []
+        for i, prompt in enumerate(prompts):
+            group = []
+            for ids, logps, ended in rows[i * params.n : (i + 1) * params.n]:
+                group.append(
+                    Completion(
+                        prompt_ids=list(prompt),
+                        completion_ids=ids,
+                        text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                        finish_reason="eos" if ended else "length",
+                        logprobs=logps if params.return_logprobs else None,
+                    )
+                )
+            out.append(group)
+        return out
+
+    def _generate_chunk(
+        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator, device
+    ) -> list[tuple[list[int], list[float], bool]]:
+        B = len(prompts)
+        P = max(len(p) for p in prompts)
+        input_ids_BP = torch.full((B, P), self.pad_token_id, dtype=torch.long)
+        mask_BP = torch.zeros((B, P), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids_BP[i, P - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask_BP[i, P - len(p) :] = 1
+        input_ids_BP, mask_BP = input_ids_BP.to(device), mask_BP.to(device)
+        padded = bool((mask_BP == 0).any())
+        eos = torch.tensor(self.eos_token_ids, device=device)
+
+        if padded:
+            positions_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(
+                input_ids=input_ids_BP,
+                attention_mask=mask_BP,
+                position_ids=positions_BP,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            next_pos_B = positions_BP[:, -1] + 1
+        else:
+            out = self.model(input_ids=input_ids_BP, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, self._cache_kw)
+        logits_BV = out.logits[:, -1].float()
+
+        T = params.max_new_tokens
+        tokens_BT = torch.full((B, T), self.pad_token_id, dtype=torch.long, device=device)
+        logps_BT = torch.zeros((B, T), dtype=torch.float32, device=device)
+        finished_B = torch.zeros(B, dtype=torch.bool, device=device)
+        steps = 0
+        for t in range(T):
+            scaled_BV = logits_BV / params.temperature
+            logp_BV = torch.log_softmax(scaled_BV, dim=-1)
+            sample_from = filter_logits(scaled_BV, params.top_k, params.top_p)
+            probs_BV = torch.softmax(sample_from, dim=-1)
+            tok_B = torch.multinomial(probs_BV, 1, generator=generator).squeeze(1)
+            tok_B = torch.where(finished_B, torch.full_like(tok_B, self.pad_token_id), tok_B)
+            tokens_BT[:, t] = tok_B
+            logps_BT[:, t] = logp_BV.gather(-1, tok_B[:, None]).squeeze(1)
+            finished_B |= torch.isin(tok_B, eos)
+            steps = t + 1
+            if t == T - 1 or bool(finished_B.all()):
+                break
+            if padded:
+                mask_BP = torch.cat([mask_BP, torch.ones((B, 1), dtype=mask_BP.dtype, device=device)], 1)
+                out = self.model(
+                    input_ids=tok_B[:, None],
+                    attention_mask=mask_BP,
+                    position_ids=next_pos_B[:, None],
+                    use_cache=True,
+                    **{self._cache_kw: cache},
+                )
+                next_pos_B = next_pos_B + 1
+            else:
+                out = self.model(input_ids=tok_B[:, None], use_cache=True, **{self._cache_kw: cache})
+            cache = getattr(out, self._cache_kw)
+            logits_BV = out.logits[:, -1].float()
+
+        tokens = tokens_BT[:, :steps].tolist()
+        logps = logps_BT[:, :steps].tolist()
+        rows = []
+        eos_set = set(self.eos_token_ids)
+        for ids, lps in zip(tokens, logps, strict=True):
+            end = next((j + 1 for j, tok in enumerate(ids) if tok in eos_set), None)
+            if end is None:
+                rows.append((ids, lps, False))
+            else:
+                rows.append((ids[:end], lps[:end], True))
+        return rows
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """Name of the KV-cache argument and output field: 'cache' (transformers >= 5.2x) or 'past_key_values'."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _default_eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
+    ids: list[int] = []
+    gen_cfg = getattr(model, "generation_config", None)
+    eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
+    if isinstance(eos, int):
+        ids.append(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.extend(int(e) for e in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids

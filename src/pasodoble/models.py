@@ -1,0 +1,112 @@
+"""Loading the policy model and tokenizer: a Hugging Face name or directory, or the built-in 'tiny'.
+
+``load_model_and_tokenizer("tiny", ...)`` builds the ~1 M-parameter Qwen3 model and byte-level
+tokenizer of ``pasodoble.testing.tiny`` (no hub, deterministic per seed). Any other value goes
+through ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``. The tokenizer always ends up
+with a pad token and left padding (what batched generation needs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from pasodoble.config import ModelConfig
+from pasodoble.errors import UserError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``'bfloat16'`` -> ``torch.bfloat16`` (the names ``model.dtype`` accepts)."""
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise UserError(f"unknown dtype {name!r}; use one of {', '.join(_DTYPES)}") from None
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id: starts like a path, or has more than one '/' (hub ids have one)."""
+    return name.startswith((".", "/", "~")) or os.sep != "/" and os.sep in name or name.count("/") > 1
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """Tokenizer of a directory or hub name, with a pad token and left padding.
+
+    A directory whose ``tokenizer_config.json`` names ``PreTrainedTokenizerFast`` (e.g. one written by
+    the tiny model) is loaded with that class directly, never re-interpreted by the model type.
+    """
+    path = Path(name_or_path).expanduser()
+    cfg_file = path / "tokenizer_config.json"
+    tok = None
+    if cfg_file.is_file():
+        cls = json.loads(cfg_file.read_text()).get("tokenizer_class")
+        if cls in ("PreTrainedTokenizerFast", "TokenizersBackend"):
+            tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+    if tok is None:
+        tok = AutoTokenizer.from_pretrained(
+            str(path) if path.exists() else name_or_path, trust_remote_code=trust_remote_code
+        )
+    return prepare_tokenizer(tok)
+
+
+def prepare_tokenizer(tokenizer):
+    """Give ``tokenizer`` a pad token (its EOS, else its UNK) if it has none; pad on the left."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        elif tokenizer.unk_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            raise UserError("the tokenizer has no pad, eos or unk token; set one before training")
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model_and_tokenizer(name_or_path: str, model_cfg: ModelConfig, *, seed: int = 0):
+    """Load (or, for ``'tiny'``, build) the causal LM and its tokenizer.
+
+    Args:
+        name_or_path: ``'tiny'``, a local model directory, or a Hugging Face hub name.
+        model_cfg: dtype, attention implementation, remote code and tokenizer override.
+        seed: initialization seed of the tiny model (ignored for pretrained weights).
+
+    Raises:
+        UserError: a local directory that does not exist, or a name that cannot be loaded
+            (offline, misspelt, not a causal LM), with the name in the message.
+    """
+    dtype = torch_dtype(model_cfg.dtype)
+    if name_or_path == "tiny":
+        from pasodoble.testing.tiny import build_tiny_model, build_tiny_tokenizer
+
+        tok = build_tiny_tokenizer()
+        model = build_tiny_model(tok, seed=seed, dtype=dtype)
+        if model_cfg.tokenizer not in (None, "tiny"):
+            tok = load_tokenizer(model_cfg.tokenizer, trust_remote_code=model_cfg.trust_remote_code)
+        return model, prepare_tokenizer(tok)
+
+    path = Path(name_or_path).expanduser()
+    if _looks_local(name_or_path) and not path.is_dir():
+        raise UserError(f"model directory {name_or_path} does not exist (model.name_or_path)")
+    source = str(path) if path.is_dir() else name_or_path
+    kwargs = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code}
+    if model_cfg.attn_implementation:
+        kwargs["attn_implementation"] = model_cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1: only local directories and cached names load)" if offline else ""
+        raise UserError(f"cannot load model {name_or_path!r}{hint}: {exc}") from None
+    tok_source = model_cfg.tokenizer or source
+    try:
+        tok = load_tokenizer(tok_source, trust_remote_code=model_cfg.trust_remote_code)
+    except OSError as exc:
+        raise UserError(f"cannot load tokenizer {tok_source!r}: {exc}") from None
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok

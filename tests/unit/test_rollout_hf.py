@@ -1,0 +1,109 @@
+"""The transformers rollout backend: determinism, token-id bookkeeping, and learner-matching logprobs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pasodoble.config import GRPOConfig, RoleConfig
+from pasodoble.learner import Learner, TrainSample
+from pasodoble.rollout import RolloutBackend, SamplingParams
+from pasodoble.rollout.hf import HFBackend, filter_logits
+from pasodoble.testing.tiny import tiny_task_prompts
+
+
+def _prompts(tok):
+    # Different lengths, so the batch is left-padded.
+    return tiny_task_prompts(tok, 3) + [tok("Compute 12 * 5. We get", add_special_tokens=False).input_ids]
+
+
+def _ids(groups):
+    return [[c.completion_ids for c in g] for g in groups]
+
+
+def test_backend_satisfies_protocol(tiny_model, tiny_tokenizer):
+    assert isinstance(HFBackend(tiny_model, tiny_tokenizer), RolloutBackend)
+
+
+def test_deterministic_per_seed_and_global_rng_untouched(tiny_model, tiny_tokenizer, one_thread):
+    backend = HFBackend(tiny_model, tiny_tokenizer, generation_batch_size=5)
+    params = SamplingParams(temperature=0.8, max_new_tokens=12, n=3, seed=7)
+    rng_before = torch.get_rng_state()
+    first = backend.generate(_prompts(tiny_tokenizer), params)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    second = backend.generate(_prompts(tiny_tokenizer), params)
+    assert _ids(first) == _ids(second)
+    other = backend.generate(
+        _prompts(tiny_tokenizer), SamplingParams(temperature=0.8, max_new_tokens=12, n=3, seed=8)
+    )
+    assert _ids(first) != _ids(other)
+    assert [len(g) for g in first] == [3, 3, 3, 3]
+    assert all(c.prompt_ids == p for g, p in zip(first, _prompts(tiny_tokenizer), strict=True) for c in g)
+    assert tiny_model.training  # the training flag is restored after generation
+
+
+def test_eos_kept_and_nothing_after_it(tiny_model, tiny_tokenizer, one_thread):
+    # Make a third of the vocabulary "EOS" so that many completions stop early.
+    eos = list(range(0, len(tiny_tokenizer), 3))
+    backend = HFBackend(tiny_model, tiny_tokenizer, eos_token_ids=eos)
+    groups = backend.generate(
+        _prompts(tiny_tokenizer), SamplingParams(max_new_tokens=8, n=4, seed=0, return_logprobs=True)
+    )
+    reasons = set()
+    for c in (c for g in groups for c in g):
+        reasons.add(c.finish_reason)
+        assert len(c.logprobs) == len(c.completion_ids) >= 1
+        inner = c.completion_ids[:-1]
+        assert not any(t in eos for t in inner)
+        if c.finish_reason == "eos":
+            assert c.completion_ids[-1] in eos and not c.truncated
+        else:
+            assert len(c.completion_ids) == 8 and c.completion_ids[-1] not in eos and c.truncated
+        assert c.text == tiny_tokenizer.decode(c.completion_ids, skip_special_tokens=True)
+    assert reasons == {"eos", "length"}
+
+
+def test_sampling_logprobs_match_learner_logprobs(tiny_model, tiny_tokenizer, one_thread):
+    backend = HFBackend(tiny_model, tiny_tokenizer, generation_batch_size=4)
+    params = SamplingParams(temperature=0.7, max_new_tokens=16, n=3, seed=3, return_logprobs=True)
+    groups = backend.generate(_prompts(tiny_tokenizer), params)
+    learner = Learner(
+        "solver", tiny_model, tiny_tokenizer, RoleConfig(micro_batch_size=5), GRPOConfig(),
+        temperature=0.7, max_new_tokens=16,
+    )  # fmt: skip
+    comps = [c for g in groups for c in g]
+    samples = [TrainSample(c.prompt_ids, c.completion_ids, 0.0) for c in comps]
+    learner_lps = learner.logprobs(samples)
+    diff = max(
+        abs(a - b)
+        for c, lps in zip(comps, learner_lps, strict=True)
+        for a, b in zip(c.logprobs, lps, strict=True)
+    )
+    assert diff < 1e-4, diff
+
+
+def test_top_k_one_is_greedy(tiny_model, tiny_tokenizer, one_thread):
+    backend = HFBackend(tiny_model, tiny_tokenizer)
+    prompt = _prompts(tiny_tokenizer)[:1]
+    a = backend.generate(prompt, SamplingParams(top_k=1, max_new_tokens=6, n=2, seed=1))
+    b = backend.generate(prompt, SamplingParams(top_k=1, max_new_tokens=6, n=2, seed=2))
+    assert _ids(a) == _ids(b) and a[0][0].completion_ids == a[0][1].completion_ids
+    with torch.no_grad():
+        ids = torch.tensor([prompt[0]])
+        first = tiny_model(input_ids=ids).logits[0, -1].argmax().item()
+    assert a[0][0].completion_ids[0] == first
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, 2, 1.0)).tolist() == [[False, False, True, True]]
+    # Nucleus 0.7: 0.5 alone is below 0.7, 0.5 + 0.3 reaches it -> keep the first two.
+    assert torch.isinf(filter_logits(logits, 0, 0.7)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, 0, 0.1)).tolist() == [[False, True, True, True]]
+
+
+def test_sampling_params_validation():
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0.0)

@@ -1,15 +1,166 @@
-"""`pasodoble eval`: not built yet; it belongs to the evaluation harness (benchmarks, pass@k) capability."""
+"""`pasodoble eval`: pass@1 over k samples (plus maj@k and pass@k) on math benchmarks, resumable.
+
+    pasodoble eval --model PATH_OR_NAME --benchmarks math500,gsm8k,aime24,aime25,amc23,olympiadbench \\
+        [--samples 6] [--temperature 0.6] [--max-new-tokens N] [--few-shot 0|4] [--backend hf|vllm] \\
+        [--limit N] [--seed S] [--data-dir DIR] --out DIR
+
+Writes OUT/results.json, OUT/results.md and OUT/samples.jsonl (see docs/evaluation.md). Rerunning the
+same command after an interruption continues where it stopped.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
-from pasodoble.commands import not_built
+from pasodoble.config import EvalConfig, GraderConfig, RolloutConfig
+from pasodoble.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the future command")
+    e, r, g = EvalConfig(), RolloutConfig(), GraderConfig()
+    parser.add_argument(
+        "--model", required=True, help="model directory or Hugging Face name ('tiny' = a tiny random model)"
+    )
+    parser.add_argument(
+        "--benchmarks",
+        default="aime24,aime25,amc23,gsm8k,math500,olympiadbench",
+        help="comma-separated registry names (aime24, aime25, amc23, gsm8k, math500, olympiadbench, minerva; "
+        "'paper' = the first six) or JSONL paths with problem/answer fields (default: the paper's six)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=e.samples, help="samples per problem, k (default %(default)s)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=e.temperature, help="0 = greedy (default %(default)s)"
+    )
+    parser.add_argument("--top-p", type=float, default=r.top_p, help="nucleus mass (default %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=e.max_new_tokens, help="default %(default)s")
+    parser.add_argument(
+        "--few-shot",
+        type=int,
+        default=0,
+        choices=range(0, 5),
+        metavar="{0,4}",
+        help="0 = the Solver prompt of training (trained models); 4 = plain-text 4-shot prompt (base models)",
+    )
+    parser.add_argument(
+        "--train-config",
+        default=None,
+        metavar="CONFIG.yaml",
+        help="a training run's config.yaml: its solver.prompt and rollout.open_thinking shape the 0-shot prompt",
+    )
+    parser.add_argument(
+        "--open-thinking",
+        action="store_true",
+        help="append '<think>\\n' to the 0-shot prompt (rollout.open_thinking)",
+    )
+    parser.add_argument(
+        "--backend", default="hf", choices=("hf", "vllm"), help="generation backend (default hf)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    parser.add_argument("--seed", type=int, default=0, help="run seed; each problem's seed derives from it")
+    parser.add_argument(
+        "--data-dir", default=None, help="local benchmark folder (default: shared/benchmarks found upward)"
+    )
+    parser.add_argument("--out", required=True, help="output directory (reused to resume)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="model dtype"
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=r.generation_batch_size,
+        help="sequences per generation batch (hf backend)",
+    )
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=r.max_prompt_tokens, help="left-truncate longer prompts"
+    )
+    parser.add_argument(
+        "--grader-workers", type=int, default=g.workers, help="grader processes (0 = in-process)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.samples < 1:
+        raise UserError(f"--samples must be >= 1; got {args.samples}")
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (0 = greedy); got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1]; got {args.top_p}")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be >= 1; got {args.max_new_tokens}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1; got {args.limit}")
+    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("--backend vllm needs vLLM: install the extra with  pip install -e '.[vllm]'")
+
+
+def _make_backend(name: str, model, tokenizer, batch_size: int):
+    if name == "hf":
+        from pasodoble.rollout.hf import HFBackend
+
+        return HFBackend(model, tokenizer, generation_batch_size=batch_size)
+    try:
+        from pasodoble.rollout import make_backend
+
+        return make_backend("vllm", model, tokenizer, generation_batch_size=batch_size)
+    except ImportError as exc:
+        raise UserError(
+            f"--backend vllm is not available ({exc}); install the extra with  pip install -e '.[vllm]'"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("eval", "evaluation harness (benchmarks, pass@k)", args)
+    from pasodoble.eval.benchmarks import load_benchmark, parse_benchmark_list
+    from pasodoble.eval.runner import BackendGenerator, EvalSettings, load_model_for_eval, run_eval
+    from pasodoble.verify import Grader
+
+    _check_args(args)
+    names = parse_benchmark_list(args.benchmarks)
+    benchmarks = [load_benchmark(n, data_dir=args.data_dir, limit=args.limit) for n in names]
+    template, open_thinking = None, bool(args.open_thinking)
+    if args.train_config:
+        from pasodoble.config import load_config
+
+        train_cfg = load_config(args.train_config)
+        template, open_thinking = train_cfg.solver.prompt, open_thinking or train_cfg.rollout.open_thinking
+    settings = EvalSettings(
+        model=args.model,
+        benchmarks=[b.name for b in benchmarks],
+        samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        few_shot=args.few_shot,
+        solver_prompt=template,
+        open_thinking=open_thinking,
+        backend=args.backend,
+        seed=args.seed,
+        limit=args.limit,
+        data_dir=args.data_dir,
+    )
+    model, tokenizer = load_model_for_eval(args.model, seed=args.seed, dtype=args.dtype, device=args.device)
+    backend = _make_backend(args.backend, model, tokenizer, args.batch_size)
+    generator = BackendGenerator(
+        backend,
+        tokenizer,
+        few_shot=args.few_shot,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
+        template=template,
+        open_thinking=open_thinking,
+    )
+    with Grader(GraderConfig(workers=args.grader_workers)) as grader:
+        results = run_eval(
+            settings, benchmarks, generator, grader.grade_batch, args.out, progress=not args.no_progress
+        )
+    from pasodoble.eval.report import results_markdown
+
+    print(results_markdown(results), end="")
+    print(f"wrote {args.out}/results.json, results.md, samples.jsonl")
+    return 0

@@ -58,22 +58,23 @@ def truncate_few_shot(response: str) -> str:
     return response if cut < 0 else response[:cut]
 
 
-def solver_prompt_ids(tokenizer: Any, problem: str) -> list[int]:
-    """Token ids of the 0-shot Solver prompt used in training (chat template applied there)."""
+def solver_prompt_ids(
+    tokenizer: Any, problem: str, *, template: str | None = None, open_thinking: bool = False
+) -> list[int]:
+    """Token ids of the 0-shot Solver prompt exactly as training builds it (``pasodoble.prompts``):
+    chat template applied, ``template`` = ``solver.prompt``, ``open_thinking`` = ``rollout.open_thinking``."""
     from pasodoble.prompts import build_prompt
 
-    prompt = build_prompt("solver", tokenizer, problem=problem)
-    if isinstance(prompt, str):
-        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    if hasattr(prompt, "input_ids"):
-        return list(prompt.input_ids)
-    return list(prompt)
+    text = build_prompt("solver", tokenizer, problem=problem, template=template, open_thinking=open_thinking)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def eval_prompt_ids(tokenizer: Any, problem: str, few_shot: int) -> list[int]:
+def eval_prompt_ids(
+    tokenizer: Any, problem: str, few_shot: int, *, template: str | None = None, open_thinking: bool = False
+) -> list[int]:
     """Prompt token ids for one benchmark problem: the Solver prompt (0) or the k-shot prompt."""
     if few_shot == 0:
-        return solver_prompt_ids(tokenizer, problem)
+        return solver_prompt_ids(tokenizer, problem, template=template, open_thinking=open_thinking)
     return list(tokenizer(few_shot_prompt(problem, few_shot), add_special_tokens=False)["input_ids"])
 
 

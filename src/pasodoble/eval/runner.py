@@ -36,7 +36,18 @@ RESULTS_FILE = "results.json"
 RESULTS_MD = "results.md"
 
 # Settings that determine the samples: a resumed run must agree on all of them.
-IDENTITY_KEYS = ("model", "samples", "temperature", "top_p", "max_new_tokens", "few_shot", "backend", "seed")
+IDENTITY_KEYS = (
+    "model",
+    "samples",
+    "temperature",
+    "top_p",
+    "max_new_tokens",
+    "few_shot",
+    "solver_prompt",
+    "open_thinking",
+    "backend",
+    "seed",
+)
 
 
 @dataclass
@@ -50,6 +61,8 @@ class EvalSettings:
     top_p: float = 1.0
     max_new_tokens: int = 1024
     few_shot: int = 0
+    solver_prompt: str | None = None  # solver.prompt of the training config; None = built-in
+    open_thinking: bool = False  # rollout.open_thinking of the training config
     backend: str = "hf"
     seed: int = 0
     limit: int | None = None
@@ -338,3 +351,93 @@ def run_eval(
     os.replace(tmp, out / RESULTS_FILE)
     (out / RESULTS_MD).write_text(results_markdown(results))
     return results
+
+
+# --------------------------------------------------------------------------------------------------
+# The real generator: a model behind a rollout backend
+
+
+def load_model_for_eval(name_or_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "auto"):
+    """(model, tokenizer) from ``pasodoble.models`` in eval mode on ``device`` ('auto' = cuda if available)."""
+    import torch
+
+    from pasodoble.config import ModelConfig
+    from pasodoble.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(
+        name_or_path, ModelConfig(name_or_path=name_or_path, dtype=dtype), seed=seed
+    )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+class BackendGenerator:
+    """``Generator`` over a rollout backend: builds each problem's prompt, samples n with its own seed.
+
+    One backend call per problem, so every problem's samples depend only on its seed (not on which
+    problems share a batch); the n samples of a problem are generated as one batch.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        tokenizer: Any,
+        *,
+        few_shot: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        max_prompt_tokens: int | None = None,
+        template: str | None = None,
+        open_thinking: bool = False,
+    ) -> None:
+        self.template = template
+        self.open_thinking = open_thinking
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.few_shot = few_shot
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.max_prompt_tokens = max_prompt_tokens
+
+    def __call__(self, requests: list[GenerationRequest], n: int) -> list[list[GeneratedSample]]:
+        from pasodoble.eval.prompts import eval_prompt_ids, postprocess_response
+        from pasodoble.rollout.base import SamplingParams
+
+        out = []
+        for req in requests:
+            ids = eval_prompt_ids(
+                self.tokenizer,
+                req.problem,
+                self.few_shot,
+                template=self.template,
+                open_thinking=self.open_thinking,
+            )
+            if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
+                ids = ids[-self.max_prompt_tokens :]
+            if self.temperature > 0:
+                params = SamplingParams(
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    max_new_tokens=self.max_new_tokens,
+                    n=n,
+                    seed=req.seed,
+                )
+            else:  # greedy: top-1 sampling at temperature 1
+                params = SamplingParams(
+                    temperature=1.0, top_k=1, max_new_tokens=self.max_new_tokens, n=n, seed=req.seed
+                )
+            (completions,) = self.backend.generate([ids], params)
+            out.append(
+                [
+                    GeneratedSample(
+                        postprocess_response(c.text, self.few_shot), c.finish_reason, len(c.completion_ids)
+                    )
+                    for c in completions
+                ]
+            )
+        return out

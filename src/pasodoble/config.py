@@ -426,6 +426,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.field=value`` overrides to an existing config in place and re-validate it."""
+    _apply(cfg, parse_overrides(overrides))
+    validate(cfg)
+    return cfg
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run directory's config.yaml)."""
     cfg = Config()

@@ -1,15 +1,39 @@
-"""`pasodoble train`: not built yet; it belongs to the dual-play engine (online/offline training, resume) capability."""
+"""`pasodoble train CONFIG.yaml [key=value ...]` and `pasodoble train --resume RUN_DIR [key=value ...]`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
-from pasodoble.commands import not_built
+from pasodoble.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the future command")
+    parser.add_argument("config", nargs="?", help="YAML config (e.g. configs/tiny.yaml)")
+    parser.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. run.max_steps=4")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest checkpoint (overrides such as run.max_steps apply)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("train", "dual-play engine (online/offline training, resume)", args)
+    from pasodoble.config import load_config
+    from pasodoble.train import resume_training, run_training
+
+    if args.resume:
+        overrides = list(args.overrides)
+        if args.config is not None:
+            if "=" not in args.config:
+                raise UserError(
+                    "with --resume, give only key=value overrides (the run's config.yaml is used)"
+                )
+            overrides.insert(0, args.config)
+        summary = resume_training(args.resume, overrides)
+    else:
+        if args.config is None:
+            raise UserError("give a config file (e.g. configs/tiny.yaml) or --resume RUN_DIR")
+        summary = run_training(load_config(args.config, args.overrides))
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,449 @@
+"""One dual-play step, top to bottom: snippet → Proposer rollouts → parsing → Solver rollouts →
+verification → rewards (validity, difficulty, diversity) → advantages → policy updates.
+
+``DualPlay.online_step`` trains both roles on the rollouts of one step (method.md, Online training);
+``proposer_phase_step`` and ``solver_phase_step`` are the two halves of offline training, which talk
+through the question buffer (method.md, Offline training). Every decision that depends on grading —
+verdicts, rewards, diversity, skips, buffer admission and retirement — is taken once, on the main
+process, and broadcast, so data-parallel ranks can never disagree (a defect of the reference code).
+Generation is split across ranks and gathered; each rank then trains on its shard of the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pasodoble import distributed as dist
+from pasodoble.config import Config
+from pasodoble.diversity import DiversityHistory
+from pasodoble.grpo import group_advantages
+from pasodoble.knowledge import KnowledgeBase
+from pasodoble.learner import Learner, TrainSample
+from pasodoble.parse import parse_proposal
+from pasodoble.prompts import build_prompt, opens_thinking
+from pasodoble.question_buffer import QuestionBuffer
+from pasodoble.rewards import (
+    pass_rate,
+    proposer_reward,
+    question_validity,
+    skip_step,
+    solver_rewards,
+    solver_trainable,
+    validated_pass_rate,
+)
+from pasodoble.rollout.base import Completion, RolloutBackend, SamplingParams
+from pasodoble.types import Question
+
+
+@dataclass
+class Role:
+    """One role's trainable policy and its generator (they share weights, or are synced after updates)."""
+
+    name: str
+    learner: Learner
+    backend: RolloutBackend
+    temperature: float
+    max_new_tokens: int
+
+
+@dataclass
+class StepResult:
+    """What one step produced: metrics (namespaced keys) and rollout records (one per question)."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None
+    trained: bool = False
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (run seed, step, role, rank): stable across runs and resumes."""
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+_ROLE_IDS = {"proposer": 1, "solver": 2}
+
+
+class DualPlay:
+    """The dual-play engine: both roles, the knowledge base, grader, diversity history and buffer."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        tokenizer,
+        proposer: Role,
+        solver: Role,
+        knowledge: KnowledgeBase,
+        grader,
+        diversity: DiversityHistory,
+        buffer: QuestionBuffer,
+    ) -> None:
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.proposer = proposer
+        self.solver = solver
+        self.knowledge = knowledge
+        self.grader = grader  # only used on the main process
+        self.diversity = diversity
+        self.buffer = buffer
+
+    # ------------------------------------------------------------------ generation
+
+    def _encode(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[-self.cfg.rollout.max_prompt_tokens :]
+
+    def _generate(self, role: Role, prompts: list[list[int]], n: int, step: int) -> list[list[Completion]]:
+        """``n`` completions for each prompt, the work split across ranks and gathered on every rank."""
+        flat = [p for p in prompts for _ in range(n)]
+        lo, hi = dist.shard_bounds(len(flat))
+        params = SamplingParams(
+            temperature=role.temperature,
+            top_p=self.cfg.rollout.top_p,
+            top_k=self.cfg.rollout.top_k,
+            max_new_tokens=role.max_new_tokens,
+            n=1,
+            seed=_seed(self.cfg.run.seed, step, _ROLE_IDS[role.name], dist.rank()),
+        )
+        local = [group[0] for group in role.backend.generate(flat[lo:hi], params)] if hi > lo else []
+        gathered = dist.gather_list(local)
+        return [gathered[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _proposer_prompt(self) -> tuple[str, str, list[int]]:
+        snippet = self.knowledge.sample(self.tokenizer)
+        text = build_prompt(
+            "proposer",
+            self.tokenizer,
+            snippet=snippet if self.cfg.knowledge.enabled else None,
+            template=self.cfg.proposer.prompt,
+            open_thinking=self.cfg.rollout.open_thinking,
+        )
+        return snippet.id, text, self._encode(text)
+
+    def _solver_prompt(self, problem: str) -> list[int]:
+        text = build_prompt(
+            "solver",
+            self.tokenizer,
+            problem=problem,
+            template=self.cfg.solver.prompt,
+            open_thinking=self.cfg.rollout.open_thinking,
+        )
+        return self._encode(text)
+
+    # ------------------------------------------------------------------ scoring (main process only)
+
+    def _grade(self, attempts: list[list[Completion]], answers: list[str]) -> list[list[Any]]:
+        """Verdicts of every attempt against its question's (Proposer's or buffered) answer."""
+        responses = [a.text for group in attempts for a in group]
+        golds = [ans for group, ans in zip(attempts, answers, strict=True) for _ in group]
+        flat = self.grader.grade_batch(responses, golds) if responses else []
+        out, i = [], 0
+        for group in attempts:
+            out.append(flat[i : i + len(group)])
+            i += len(group)
+        return out
+
+    def _score_proposals(
+        self, step: int, proposals: list[Completion], attempts, attempted: list[int], parsed
+    ):
+        """Validity, pass rates, diversity, Proposer rewards/advantages, Solver rewards, the skip decision."""
+        cfg = self.cfg.rewards
+        n = len(proposals)
+        valid_reason = [question_validity(p, leak_check=cfg.leak_check) for p in parsed]
+        verdicts = self._grade(attempts, [parsed[i].answer for i in attempted])
+        raw_p: list[float | None] = [None] * n
+        verdicts_of: list[list[Any]] = [[] for _ in range(n)]
+        for i, v in zip(attempted, verdicts, strict=True):
+            raw_p[i] = pass_rate([x.correct for x in v])
+            verdicts_of[i] = v
+        p_tilde = [validated_pass_rate(raw_p[i] or 0.0, valid_reason[i][0]) for i in range(n)]
+        token_sets = [
+            set(self.tokenizer(p.problem, add_special_tokens=False)["input_ids"])
+            if isinstance(p, Question)
+            else set()
+            for p in parsed
+        ]
+        diversity = self.diversity.scores(token_sets)
+        rewards = [proposer_reward(p_tilde[i], diversity[i], cfg) for i in range(n)]
+        advantages = group_advantages(
+            rewards, n, norm=self.cfg.grpo.advantage_norm, eps=self.cfg.grpo.advantage_eps
+        ).tolist()
+        skip = skip_step(p_tilde, advantages, cfg)
+        self.diversity.add([s for s, p in zip(token_sets, parsed, strict=True) if isinstance(p, Question)])
+        rng = np.random.default_rng(_seed(self.cfg.run.seed, step, 7))
+        solver_r = [
+            solver_rewards([x.correct for x in verdicts_of[i]], mode=cfg.solver_reward, rng=rng)
+            if verdicts_of[i]
+            else []
+            for i in range(n)
+        ]
+        return {
+            "valid": [v for v, _ in valid_reason],
+            "invalid_reason": [r for _, r in valid_reason],
+            "pass_rate": raw_p,
+            "validated_pass_rate": p_tilde,
+            "diversity": diversity,
+            "proposer_reward": rewards,
+            "proposer_advantage": advantages,
+            "skip": skip,
+            "solver_rewards": solver_r,
+            "verdicts": [[(x.pred, x.correct, x.reason) for x in v] for v in verdicts_of],
+            "grader_timeouts": sum(1 for v in verdicts_of for x in v if x.reason == "timeout"),
+        }
+
+    # ------------------------------------------------------------------ the steps
+
+    def _propose_and_solve(
+        self, step: int
+    ) -> tuple[dict[str, Any], str, str, list[int], list, list, list, dict]:
+        t0 = time.perf_counter()
+        snippet_id, prompt_text, prompt_ids = self._proposer_prompt()
+        proposals = self._generate(self.proposer, [prompt_ids], self.proposer_group, step)[0]
+        t1 = time.perf_counter()
+        thinking_opened = opens_thinking(prompt_text)
+        parsed = [parse_proposal(c.text, thinking_opened=thinking_opened) for c in proposals]
+        valid_pre = [question_validity(p, leak_check=self.cfg.rewards.leak_check)[0] for p in parsed]
+        # Invalid questions score p̃ = 0 whatever the Solver does: they are not attempted (pass_rate null).
+        attempted = [i for i, ok in enumerate(valid_pre) if ok]
+        solver_prompts = [self._solver_prompt(parsed[i].problem) for i in attempted]
+        attempts = self._generate(self.solver, solver_prompts, self.solver_group, step)
+        t2 = time.perf_counter()
+        scores = dist.main_then_broadcast(
+            lambda: self._score_proposals(step, proposals, attempts, attempted, parsed)
+        )
+        t3 = time.perf_counter()
+        timing = {"time/generate_proposer": t1 - t0, "time/generate_solver": t2 - t1, "time/grade": t3 - t2}
+        return scores, snippet_id, prompt_ids, proposals, parsed, attempted, attempts, timing
+
+    @property
+    def proposer_group(self) -> int:
+        return self.cfg.proposer.group_size
+
+    @property
+    def solver_group(self) -> int:
+        return self.cfg.solver.group_size
+
+    def _solver_samples(self, attempts: list[Completion], rewards: list[float]) -> list[TrainSample]:
+        adv = group_advantages(
+            rewards, len(rewards), norm=self.cfg.grpo.advantage_norm, eps=self.cfg.grpo.advantage_eps
+        ).tolist()
+        return [_train_sample(c, a) for c, a in zip(attempts, adv, strict=True)]
+
+    def online_step(self, step: int) -> StepResult:
+        """Method.md, Online training: one snippet, N proposals, M attempts each, both roles updated."""
+        scores, snippet_id, _, proposals, parsed, attempted, attempts, timing = self._propose_and_solve(step)
+        result = StepResult(skipped=scores["skip"])
+        trainable = [
+            i
+            for i in range(len(proposals))
+            if solver_trainable(scores["validated_pass_rate"][i], self.cfg.rewards)
+        ]
+        t0 = time.perf_counter()
+        if result.skipped is None:
+            prop_samples = [
+                _train_sample(c, a) for c, a in zip(proposals, scores["proposer_advantage"], strict=True)
+            ]
+            attempts_of = dict(zip(attempted, attempts, strict=True))
+            solver_samples = [
+                s
+                for i in trainable
+                for s in self._solver_samples(attempts_of[i], scores["solver_rewards"][i])
+            ]
+            result.metrics.update(
+                _prefixed("proposer", self.proposer.learner.update(self.proposer.learner.shard(prop_samples)))
+            )
+            t1 = time.perf_counter()
+            result.metrics.update(
+                _prefixed("solver", self.solver.learner.update(self.solver.learner.shard(solver_samples)))
+            )
+            t2 = time.perf_counter()
+            self.proposer.backend.sync_weights(self.proposer.learner.unwrapped_model)
+            self.solver.backend.sync_weights(self.solver.learner.unwrapped_model)
+            result.trained = True
+            timing.update({"time/update_proposer": t1 - t0, "time/update_solver": t2 - t1})
+        result.metrics.update(timing)
+        result.metrics.update(self._question_metrics(scores, trainable if result.trained else []))
+        result.rollouts = self._rollout_records(
+            step, "online", snippet_id, parsed, scores, attempted, set(trainable) if result.trained else set()
+        )
+        return result
+
+    def proposer_phase_step(self, step: int) -> StepResult:
+        """Offline (a): the Solver is frozen; the Proposer is updated; valid questions enter the buffer."""
+        scores, snippet_id, _, proposals, parsed, attempted, _, timing = self._propose_and_solve(step)
+        result = StepResult(
+            skipped="zero_proposer_advantage" if all(a == 0 for a in scores["proposer_advantage"]) else None
+        )
+        admitted = dist.main_then_broadcast(lambda: self._admit(step, parsed, scores))
+        if result.skipped is None:
+            t0 = time.perf_counter()
+            samples = [
+                _train_sample(c, a) for c, a in zip(proposals, scores["proposer_advantage"], strict=True)
+            ]
+            result.metrics.update(
+                _prefixed("proposer", self.proposer.learner.update(self.proposer.learner.shard(samples)))
+            )
+            self.proposer.backend.sync_weights(self.proposer.learner.unwrapped_model)
+            result.trained = True
+            timing["time/update_proposer"] = time.perf_counter() - t0
+        result.metrics.update(timing)
+        result.metrics.update(self._question_metrics(scores, []))
+        result.metrics["buffer/admitted"] = admitted
+        result.rollouts = self._rollout_records(
+            step, "offline_proposer", snippet_id, parsed, scores, attempted, set()
+        )
+        return result
+
+    def _admit(self, step: int, parsed, scores) -> int:
+        admitted = 0
+        for i, q in enumerate(parsed):
+            p = scores["validated_pass_rate"][i]
+            if scores["valid"][i] and solver_trainable(p, self.cfg.rewards):
+                admitted += int(self.buffer.admit(q.problem, q.answer, p, step) is not None)
+        return admitted
+
+    def solver_phase_step(self, step: int) -> StepResult:
+        """Offline (b): the Proposer is frozen; the Solver trains on buffered questions against stored answers."""
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(_seed(self.cfg.run.seed, step, 11))
+        entries = dist.main_then_broadcast(lambda: self.buffer.sample(self.cfg.solver.batch_questions, rng))
+        result = StepResult()
+        if not entries:
+            result.skipped = "empty_buffer"
+            result.metrics.update(self._buffer_metrics())
+            return result
+        prompts = [self._solver_prompt(e.problem) for e in entries]
+        attempts = self._generate(self.solver, prompts, self.solver_group, step)
+        t1 = time.perf_counter()
+
+        def score():
+            verdicts = self._grade(attempts, [e.answer for e in entries])
+            rng_r = np.random.default_rng(_seed(self.cfg.run.seed, step, 7))
+            out = []
+            for e, v in zip(entries, verdicts, strict=True):
+                correct = [x.correct for x in v]
+                p = pass_rate(correct)
+                self.buffer.record_visit(e.id, p)
+                out.append(
+                    (
+                        p,
+                        solver_rewards(correct, mode=self.cfg.rewards.solver_reward, rng=rng_r),
+                        [(x.pred, x.correct, x.reason) for x in v],
+                    )
+                )
+            return out
+
+        scored = dist.main_then_broadcast(score)
+        t2 = time.perf_counter()
+        trainable = [i for i, (p, _, _) in enumerate(scored) if solver_trainable(p, self.cfg.rewards)]
+        if not trainable:
+            # The reference code loops forever here; we skip this batch and carry on with the phase.
+            result.skipped = "no_trainable_question"
+        else:
+            samples = [s for i in trainable for s in self._solver_samples(attempts[i], scored[i][1])]
+            result.metrics.update(
+                _prefixed("solver", self.solver.learner.update(self.solver.learner.shard(samples)))
+            )
+            self.solver.backend.sync_weights(self.solver.learner.unwrapped_model)
+            result.trained = True
+        result.metrics.update(
+            {
+                "time/generate_solver": t1 - t0,
+                "time/grade": t2 - t1,
+                "time/update_solver": time.perf_counter() - t2,
+                "solver/pass_rate": float(np.mean([p for p, _, _ in scored])),
+                "solver/trainable_questions": len(trainable),
+            }
+        )
+        result.metrics.update(self._buffer_metrics())
+        result.rollouts = [
+            {
+                "step": step,
+                "phase": "offline_solver",
+                "buffer_id": e.id,
+                "problem": e.problem,
+                "answer": e.answer,
+                "pass_rate": scored[i][0],
+                "solver_trained": i in trainable and result.trained,
+                "solver_answers": [{"pred": p, "correct": c, "reason": r} for p, c, r in scored[i][2]],
+            }
+            for i, e in enumerate(entries)
+        ]
+        return result
+
+    # ------------------------------------------------------------------ logging helpers
+
+    def _buffer_metrics(self) -> dict[str, Any]:
+        return {f"buffer/{k}": v for k, v in self.buffer.metrics().items()}
+
+    def _question_metrics(self, scores: dict[str, Any], trainable: list[int]) -> dict[str, Any]:
+        n = len(scores["valid"])
+        attempted = [p for p in scores["pass_rate"] if p is not None]
+        reasons: dict[str, int] = {}
+        for r in scores["invalid_reason"]:
+            if r is not None:
+                reasons[r] = reasons.get(r, 0) + 1
+        band = [p for p in scores["validated_pass_rate"] if solver_trainable(p, self.cfg.rewards)]
+        m: dict[str, Any] = {
+            "proposer/valid_rate": sum(scores["valid"]) / n,
+            "proposer/band_rate": len(band) / n,
+            "proposer/reward_mean": float(np.mean(scores["proposer_reward"])),
+            "proposer/diversity_mean": float(np.mean(scores["diversity"])),
+            "proposer/validated_pass_rate_mean": float(np.mean(scores["validated_pass_rate"])),
+            "solver/pass_rate": float(np.mean(attempted)) if attempted else None,
+            "solver/trainable_questions": len(trainable),
+            "grader/timeouts": scores["grader_timeouts"],
+        }
+        for r, c in sorted(reasons.items()):
+            m[f"proposer/invalid/{r}"] = c
+        return m
+
+    def _rollout_records(self, step, phase, snippet_id, parsed, scores, attempted, trained: set[int]):
+        attempted_set = set(attempted)
+        records = []
+        for i, q in enumerate(parsed):
+            is_q = isinstance(q, Question)
+            records.append(
+                {
+                    "step": step,
+                    "phase": phase,
+                    "snippet_id": snippet_id,
+                    "index": i,
+                    "problem": q.problem if is_q else None,
+                    "answer": q.answer if is_q else None,
+                    "pass_rate": scores["pass_rate"][i],
+                    "validated_pass_rate": scores["validated_pass_rate"][i],
+                    "valid": scores["valid"][i],
+                    "invalid_reason": scores["invalid_reason"][i],
+                    "diversity": scores["diversity"][i],
+                    "proposer_reward": scores["proposer_reward"][i],
+                    "proposer_advantage": scores["proposer_advantage"][i],
+                    "solver_trained": i in trained,
+                    "solver_answers": [
+                        {"pred": p, "correct": c, "reason": r} for p, c, r in scores["verdicts"][i]
+                    ]
+                    if i in attempted_set
+                    else [],
+                    "skipped": scores["skip"],
+                }
+            )
+        return records
+
+
+def _train_sample(c: Completion, advantage: float) -> TrainSample:
+    return TrainSample(
+        prompt_ids=list(c.prompt_ids),
+        completion_ids=list(c.completion_ids),
+        advantage=float(advantage),
+        old_logprobs=None,
+        truncated=c.finish_reason == "length",
+    )
+
+
+def _prefixed(role: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {f"{role}/{k}": v for k, v in metrics.items()}

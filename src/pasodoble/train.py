@@ -1,0 +1,333 @@
+"""The outer loop: build both roles, run online steps or offline phases, log, checkpoint, resume.
+
+``run_training(cfg)`` starts a run in ``cfg.run.out_dir``; ``resume_training(run_dir)`` continues the
+run from its newest complete checkpoint, restoring everything the run depends on (both learners,
+RNG states, step and skip counters, diversity history, question buffer, knowledge position, log
+offsets), so that a resumed run is bitwise identical to an uninterrupted one. SIGINT/SIGTERM finish
+the current step, write a checkpoint and return normally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from pasodoble import distributed as dist
+from pasodoble.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pasodoble.config import Config, apply_overrides, config_from_dict, save_config
+from pasodoble.diversity import DiversityHistory
+from pasodoble.dual_play import DualPlay, Role, StepResult
+from pasodoble.errors import UserError
+from pasodoble.knowledge import KnowledgeBase
+from pasodoble.learner import Learner
+from pasodoble.metrics import RunLogger
+from pasodoble.models import load_model_and_tokenizer
+from pasodoble.question_buffer import QuestionBuffer
+from pasodoble.rollout import make_backend
+from pasodoble.verify import Grader
+
+
+@dataclass
+class Counters:
+    """Step bookkeeping saved in every checkpoint."""
+
+    step: int = 0  # steps done (skipped ones included)
+    updates: int = 0  # steps that trained at least one role
+    skips: int = 0
+
+
+def total_steps(cfg: Config) -> int:
+    """Online: run.max_steps. Offline: run.max_steps iterations of K_p Proposer + K_s Solver steps."""
+    if cfg.run.mode == "online":
+        return cfg.run.max_steps
+    return cfg.run.max_steps * (cfg.proposer.updates_per_phase + cfg.solver.updates_per_phase)
+
+
+def phase_of(cfg: Config, step: int) -> str:
+    """Which kind of step ``step`` (0-based) is: online, offline_proposer or offline_solver."""
+    if cfg.run.mode == "online":
+        return "online"
+    k_p, k_s = cfg.proposer.updates_per_phase, cfg.solver.updates_per_phase
+    return "offline_proposer" if step % (k_p + k_s) < k_p else "offline_solver"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns the engine and the run directory; ``run()`` executes the schedule."""
+
+    def __init__(self, cfg: Config, run_dir: Path, *, resume: bool, backend_factory=None) -> None:
+        """``backend_factory(role, model, tokenizer) -> RolloutBackend`` replaces the configured backend."""
+        self.cfg = cfg
+        self.backend_factory = backend_factory
+        self.run_dir = run_dir
+        self._stop_signal: int | None = None
+        seed_everything(cfg.run.seed)
+        from accelerate import Accelerator
+
+        cpu = cfg.run.device == "cpu" or (cfg.run.device == "auto" and not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=cpu)
+        if dist.is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                save_config(cfg, run_dir / "config.yaml")
+        self.engine = self._build()
+        self.counters = Counters()
+        self.logger = RunLogger(
+            run_dir,
+            enabled=dist.is_main(),
+            tensorboard=cfg.run.tensorboard,
+            wandb_project=cfg.run.wandb_project,
+            config=cfg.to_dict(),
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    def _role(self, name: str, tokenizer_holder: list) -> Role:
+        cfg = self.cfg
+        role_cfg = getattr(cfg, name)
+        path = role_cfg.model_path or cfg.model.name_or_path
+        model, tokenizer = load_model_and_tokenizer(path, cfg.model, seed=cfg.run.seed)
+        if not tokenizer_holder:
+            tokenizer_holder.append(tokenizer)
+        temperature = role_cfg.temperature if role_cfg.temperature is not None else cfg.rollout.temperature
+        max_new = (
+            role_cfg.max_new_tokens if role_cfg.max_new_tokens is not None else cfg.rollout.max_new_tokens
+        )
+        learner = Learner(
+            name,
+            model,
+            tokenizer,
+            role_cfg,
+            cfg.grpo,
+            self.accelerator,
+            temperature=temperature,
+            max_new_tokens=max_new,
+            total_steps=self._optimizer_steps(name),
+            gradient_checkpointing=cfg.model.gradient_checkpointing,
+        )
+        if self.backend_factory is not None:
+            backend = self.backend_factory(name, learner.unwrapped_model, tokenizer)
+        else:
+            backend = make_backend(
+                cfg.rollout.backend,
+                learner.unwrapped_model,
+                tokenizer,
+                generation_batch_size=cfg.rollout.generation_batch_size,
+            )
+        return Role(name, learner, backend, temperature, max_new)
+
+    def _optimizer_steps(self, name: str) -> int:
+        """Optimizer steps this role makes over the whole run (for the cosine schedule's length)."""
+        cfg = self.cfg
+        role_cfg = getattr(cfg, name)
+        updates = (
+            cfg.run.max_steps if cfg.run.mode == "online" else cfg.run.max_steps * role_cfg.updates_per_phase
+        )
+        return updates * role_cfg.steps_per_batch
+
+    def _build(self) -> DualPlay:
+        cfg = self.cfg
+        tok: list = []
+        proposer = self._role("proposer", tok)
+        solver = self._role("solver", tok)
+        knowledge = KnowledgeBase(cfg.knowledge, seed=cfg.run.seed)
+        grader = Grader(cfg.grader) if dist.is_main() else None
+        return DualPlay(
+            cfg,
+            tokenizer=tok[0],
+            proposer=proposer,
+            solver=solver,
+            knowledge=knowledge,
+            grader=grader,
+            diversity=DiversityHistory.from_config(cfg.rewards),
+            buffer=QuestionBuffer(cfg.buffer, cfg.rewards),
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path | None:
+        e = self.engine
+        proposer_state = e.proposer.learner.state_dict()
+        solver_state = e.solver.learner.state_dict()
+        if not dist.is_main():
+            return None
+        state = {
+            "counters": vars(self.counters),
+            "diversity": e.diversity.state_dict(),
+            "buffer": e.buffer.state_dict(),
+            "knowledge": e.knowledge.state_dict(),
+            "logger": self.logger.state(),
+        }
+        return save_checkpoint(
+            self.run_dir,
+            self.counters.step,
+            tensors={"proposer": proposer_state, "solver": solver_state, "rng": rng_state()},
+            state=state,
+            keep=self.cfg.run.keep_checkpoints,
+        )
+
+    def restore(self, path: Path) -> None:
+        tensors, state = load_checkpoint(path)
+        e = self.engine
+        for name in ("proposer", "solver", "rng"):
+            if name not in tensors:
+                raise UserError(f"checkpoint {path} has no {name}.pt; it was not written by this version")
+        try:
+            e.proposer.learner.load_state_dict(tensors["proposer"])
+            e.solver.learner.load_state_dict(tensors["solver"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(
+                f"checkpoint {path} does not fit this run's models ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
+        e.proposer.backend.sync_weights(e.proposer.learner.unwrapped_model)
+        e.solver.backend.sync_weights(e.solver.learner.unwrapped_model)
+        self.counters = Counters(**state["counters"])
+        e.diversity.load_state_dict(state["diversity"])
+        e.buffer.load_state_dict(state["buffer"])
+        e.knowledge.load_state_dict(state["knowledge"])
+        self.logger.restore(state["logger"])
+        set_rng_state(tensors["rng"])
+
+    # ------------------------------------------------------------------ the loop
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._stop_signal = signum
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        total = total_steps(cfg)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = tqdm(
+            total=total,
+            initial=self.counters.step,
+            desc=f"dual-play {cfg.run.mode}",
+            unit="step",
+            disable=not (cfg.run.progress and dist.is_main()),
+            dynamic_ncols=True,
+        )
+        valid_ema = pass_ema = None
+        last_saved = self.counters.step
+        try:
+            while self.counters.step < total and self._stop_signal is None:
+                step = self.counters.step
+                t0 = time.perf_counter()
+                phase = phase_of(cfg, step)
+                if phase == "online":
+                    result = self.engine.online_step(step)
+                elif phase == "offline_proposer":
+                    result = self.engine.proposer_phase_step(step)
+                else:
+                    result = self.engine.solver_phase_step(step)
+                self.counters.step += 1
+                self.counters.updates += int(result.trained)
+                self.counters.skips += int(result.skipped is not None)
+                self._log(step, phase, result, time.perf_counter() - t0)
+                vr = result.metrics.get("proposer/valid_rate")
+                pr = result.metrics.get("solver/pass_rate")
+                valid_ema = vr if valid_ema is None or vr is None else 0.9 * valid_ema + 0.1 * vr
+                pass_ema = pr if pass_ema is None or pr is None else 0.9 * pass_ema + 0.1 * pr
+                bar.set_postfix(
+                    valid=f"{valid_ema:.2f}" if valid_ema is not None else "-",
+                    solver_pass=f"{pass_ema:.2f}" if pass_ema is not None else "-",
+                    skips=self.counters.skips,
+                    refresh=False,
+                )
+                bar.update(1)
+                every = cfg.run.checkpoint_every
+                if every and self.counters.step % every == 0 and self.counters.step < total:
+                    self.save()
+                    last_saved = self.counters.step
+            if self.counters.step != last_saved or latest_checkpoint(self.run_dir) is None:
+                self.save()
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        interrupted = self._stop_signal is not None
+        if dist.is_main():
+            self.engine.proposer.learner.save_pretrained(
+                self.run_dir / "proposer_final"
+            ) if not interrupted else None
+            self.engine.solver.learner.save_pretrained(
+                self.run_dir / "solver_final"
+            ) if not interrupted else None
+        return {
+            "steps": self.counters.step,
+            "updates": self.counters.updates,
+            "skips": self.counters.skips,
+            "interrupted": interrupted,
+        }
+
+    def _log(self, step: int, phase: str, result: StepResult, seconds: float) -> None:
+        metrics = {
+            "phase": phase,
+            "step/skipped": int(result.skipped is not None),
+            "step/skip_reason": result.skipped,
+            "step/updates": self.counters.updates,
+            "step/skips_total": self.counters.skips,
+            **result.metrics,
+            "time/step": seconds,
+        }
+        if step % self.cfg.run.log_every == 0 or result.rollouts:
+            self.logger.log_metrics(step, metrics)
+        self.logger.log_rollouts(result.rollouts)
+
+    def close(self) -> None:
+        self.logger.close()
+        if self.engine.grader is not None:
+            self.engine.grader.close()
+
+
+def run_training(cfg: Config, *, backend_factory=None) -> dict[str, Any]:
+    """Start a new run in ``cfg.run.out_dir`` (an existing run there is an error: use --resume)."""
+    run_dir = Path(cfg.run.out_dir)
+    if latest_checkpoint(run_dir) is not None:
+        raise UserError(
+            f"{run_dir} already holds a run with checkpoints; continue it with "
+            f"`pasodoble train --resume {run_dir}` or choose another run.out_dir"
+        )
+    trainer = Trainer(cfg, run_dir, resume=False, backend_factory=backend_factory)
+    with contextlib.closing(trainer):
+        return trainer.run()
+
+
+def resume_training(
+    run_dir: str | Path, overrides: list[str] | None = None, *, backend_factory=None
+) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` from its newest complete checkpoint."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
+    try:
+        data = yaml.safe_load(cfg_path.read_text())
+    except yaml.YAMLError:
+        raise UserError(f"{cfg_path} is not valid YAML") from None
+    cfg = config_from_dict(data)
+    if overrides:
+        apply_overrides(cfg, overrides)
+    cfg.run.out_dir = str(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise UserError(f"{run_dir} has no complete checkpoint to resume from")
+    trainer = Trainer(cfg, run_dir, resume=True, backend_factory=backend_factory)
+    with contextlib.closing(trainer):
+        trainer.restore(ckpt)
+        if dist.is_main() and overrides:
+            save_config(cfg, run_dir / "config.yaml")
+        return trainer.run()

@@ -1,0 +1,59 @@
+"""Run tiny dual-play with the scripted backend; optionally SIGKILL itself when a step begins.
+
+python run_scripted.py OUT_DIR MODE TOTAL_STEPS CHECKPOINT_EVERY [--kill-at-step S] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scripted import scripted_factory  # noqa: E402
+
+from pasodoble.config import load_config  # noqa: E402
+from pasodoble.dual_play import DualPlay  # noqa: E402
+from pasodoble.train import resume_training, run_training  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("mode")
+    ap.add_argument("steps", type=int)
+    ap.add_argument("every", type=int)
+    ap.add_argument("--kill-at-step", type=int)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+    if args.kill_at_step is not None:
+        for name in ("online_step", "proposer_phase_step", "solver_phase_step"):
+            original = getattr(DualPlay, name)
+
+            def wrapped(self, step, _original=original):
+                if step == args.kill_at_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return _original(self, step)
+
+            setattr(DualPlay, name, wrapped)
+    overrides = [
+        f"run.out_dir={args.out}",
+        f"run.mode={args.mode}",
+        f"run.max_steps={args.steps}",
+        f"run.checkpoint_every={args.every}",
+        "run.progress=false",
+        "run.seed=3",
+    ]
+    if args.resume:
+        resume_training(args.out, backend_factory=scripted_factory)
+    else:
+        run_training(load_config(CONFIG, overrides), backend_factory=scripted_factory)
+
+
+if __name__ == "__main__":
+    main()

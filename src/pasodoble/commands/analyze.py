@@ -26,9 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mem.add_argument("--prefix", default="0.2,0.4,0.6,0.8", help="comma-separated prefix fractions in (0, 1)")
     mem.add_argument("--limit", type=int, default=None, help="only the first N distinct questions")
+    mem.add_argument(
+        "--valid-only",
+        action="store_true",
+        help="skip rollouts whose 'valid' field is false (invalid questions)",
+    )
     mem.add_argument("--batch-size", type=int, default=16, help="sequences per greedy-decoding batch")
     mem.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     mem.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    mem.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: 1 for models under 50M parameters)",
+    )
     mem.add_argument("--out", required=True, help="output directory")
 
 
@@ -48,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--prefix must be comma-separated numbers in (0, 1); got {args.prefix!r}") from None
     if not prefixes:
         raise UserError("--prefix needs at least one fraction")
-    questions = read_questions(args.questions, limit=args.limit)
-    model, tokenizer = load_model_for_eval(args.model, dtype=args.dtype, device=args.device)
+    questions = read_questions(args.questions, limit=args.limit, valid_only=args.valid_only)
+    model, tokenizer = load_model_for_eval(
+        args.model, dtype=args.dtype, device=args.device, threads=args.threads
+    )
     summary, details = analyze_memorization(
         model, tokenizer, questions, prefixes, batch_size=args.batch_size, progress=True
     )

@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: 1 for models under 50M parameters)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=r.generation_batch_size,
@@ -142,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         data_dir=args.data_dir,
     )
-    model, tokenizer = load_model_for_eval(args.model, seed=args.seed, dtype=args.dtype, device=args.device)
+    model, tokenizer = load_model_for_eval(
+        args.model, seed=args.seed, dtype=args.dtype, device=args.device, threads=args.threads
+    )
     backend = _make_backend(args.backend, model, tokenizer, args.batch_size)
     generator = BackendGenerator(
         backend,

@@ -44,10 +44,13 @@ def rouge_l_f1(candidate: Sequence[Any], reference: Sequence[Any]) -> float:
     return 2 * p * r / (p + r)
 
 
-def read_questions(path: str | os.PathLike[str], limit: int | None = None) -> list[str]:
+def read_questions(
+    path: str | os.PathLike[str], limit: int | None = None, *, valid_only: bool = False
+) -> list[str]:
     """Problems from a JSONL file: each line with a non-empty ``problem`` string (a rollouts.jsonl of
-    training, or any plain JSONL). Lines without one (e.g. unparsable proposals) are skipped; a file with
-    none is a UserError. Duplicates are kept once, in first-seen order."""
+    training, or any plain JSONL). Lines without one (e.g. unparsable proposals) are skipped, and with
+    ``valid_only`` also lines whose ``valid`` field is false; a file with none is a UserError.
+    Duplicates are kept once, in first-seen order."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"questions file {p} not found")
@@ -61,6 +64,8 @@ def read_questions(path: str | os.PathLike[str], limit: int | None = None) -> li
             except json.JSONDecodeError as exc:
                 raise UserError(f"{p} line {lineno}: not valid JSON ({exc.msg})") from None
             problem = record.get("problem") if isinstance(record, dict) else None
+            if valid_only and isinstance(record, dict) and record.get("valid") is False:
+                continue
             if isinstance(problem, dict):  # a nested question record
                 problem = problem.get("problem")
             if isinstance(problem, str) and problem.strip():

@@ -357,8 +357,23 @@ def run_eval(
 # The real generator: a model behind a rollout backend
 
 
-def load_model_for_eval(name_or_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "auto"):
-    """(model, tokenizer) from ``pasodoble.models`` in eval mode on ``device`` ('auto' = cuda if available)."""
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def load_model_for_eval(
+    name_or_path: str,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    device: str = "auto",
+    threads: int | None = None,
+):
+    """(model, tokenizer) from ``pasodoble.models`` in eval mode on ``device`` ('auto' = cuda if available).
+
+    On CPU, ``threads`` sets torch's intra-op threads; None picks 1 for models under 50 M parameters,
+    whose small matrix products gain nothing from more threads and slow down many-fold when other
+    processes share the cores, and leaves torch's default otherwise.
+    """
     import torch
 
     from pasodoble.config import ModelConfig
@@ -369,6 +384,11 @@ def load_model_for_eval(name_or_path: str, *, seed: int = 0, dtype: str = "float
     )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        if threads is None and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+            threads = 1
+        if threads is not None:
+            torch.set_num_threads(threads)
     model.to(device)
     model.eval()
     return model, tokenizer

@@ -208,6 +208,13 @@ class Trainer:
     def _on_signal(self, signum, _frame) -> None:
         self._stop_signal = signum
 
+    def _should_stop(self) -> bool:
+        """Stop when any rank got SIGINT/SIGTERM: decided together, so no rank waits alone in a collective."""
+        stop = any(dist.gather_list([self._stop_signal is not None]))
+        if stop and self._stop_signal is None:
+            self._stop_signal = signal.SIGTERM
+        return stop
+
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         total = total_steps(cfg)
@@ -223,7 +230,7 @@ class Trainer:
         valid_ema = pass_ema = None
         last_saved = self.counters.step
         try:
-            while self.counters.step < total and self._stop_signal is None:
+            while self.counters.step < total and not self._should_stop():
                 step = self.counters.step
                 t0 = time.perf_counter()
                 phase = phase_of(cfg, step)
@@ -259,13 +266,9 @@ class Trainer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         interrupted = self._stop_signal is not None
-        if dist.is_main():
-            self.engine.proposer.learner.save_pretrained(
-                self.run_dir / "proposer_final"
-            ) if not interrupted else None
-            self.engine.solver.learner.save_pretrained(
-                self.run_dir / "solver_final"
-            ) if not interrupted else None
+        if not interrupted:  # collective: every rank takes part, the main process writes
+            self.engine.proposer.learner.save_pretrained(self.run_dir / "proposer_final")
+            self.engine.solver.learner.save_pretrained(self.run_dir / "solver_final")
         return {
             "steps": self.counters.step,
             "updates": self.counters.updates,

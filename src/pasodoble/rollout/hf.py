@@ -129,7 +129,6 @@ class HFBackend:
             mask_BP[i, P - len(p) :] = 1
         input_ids_BP, mask_BP = input_ids_BP.to(device), mask_BP.to(device)
         padded = bool((mask_BP == 0).any())
-        eos = torch.tensor(self.eos_token_ids, device=device)
 
         if padded:
             positions_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
@@ -150,17 +149,22 @@ class HFBackend:
         tokens_BT = torch.full((B, T), self.pad_token_id, dtype=torch.long, device=device)
         logps_BT = torch.zeros((B, T), dtype=torch.float32, device=device)
         finished_B = torch.zeros(B, dtype=torch.bool, device=device)
+        is_eos_V = torch.zeros(logits_BV.shape[-1], dtype=torch.bool, device=device)
+        is_eos_V[[e for e in self.eos_token_ids if e < is_eos_V.numel()]] = True
+        pad_B = torch.full((B,), self.pad_token_id, dtype=torch.long, device=device)
+        unfiltered = params.top_k == 0 and params.top_p >= 1.0
         steps = 0
         for t in range(T):
-            scaled_BV = logits_BV / params.temperature
-            logp_BV = torch.log_softmax(scaled_BV, dim=-1)
-            sample_from = filter_logits(scaled_BV, params.top_k, params.top_p)
-            probs_BV = torch.softmax(sample_from, dim=-1)
-            tok_B = torch.multinomial(probs_BV, 1, generator=generator).squeeze(1)
-            tok_B = torch.where(finished_B, torch.full_like(tok_B, self.pad_token_id), tok_B)
+            logp_BV = torch.log_softmax(logits_BV / params.temperature, dim=-1)
+            if unfiltered:
+                probs_BV = logp_BV.exp()
+            else:
+                probs_BV = torch.softmax(filter_logits(logp_BV, params.top_k, params.top_p), dim=-1)
+            tok_B = _sample(probs_BV, generator)
+            tok_B = torch.where(finished_B, pad_B, tok_B)
             tokens_BT[:, t] = tok_B
             logps_BT[:, t] = logp_BV.gather(-1, tok_B[:, None]).squeeze(1)
-            finished_B |= torch.isin(tok_B, eos)
+            finished_B |= is_eos_V[tok_B]
             steps = t + 1
             if t == T - 1 or bool(finished_B.all()):
                 break
@@ -190,6 +194,16 @@ class HFBackend:
             else:
                 rows.append((ids[:end], lps[:end], True))
         return rows
+
+
+def _sample(probs_BV: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row from ``probs_BV`` by the exponential race: argmax(p / E), E ~ Exp(1) i.i.d.
+
+    Distributed exactly as ``torch.multinomial(probs, 1)`` (and the argmax of p / E is the same as
+    Gumbel-max on log p) but several times cheaper per step on CPU. Zero-probability tokens never win.
+    """
+    noise_BV = torch.empty_like(probs_BV).exponential_(generator=generator)
+    return (probs_BV / noise_BV).argmax(dim=-1)
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:

@@ -2,35 +2,41 @@
 
 Pure string scanning, linear in the input length, no regex backtracking: safe on untrusted model output
 of any size. Used by the Proposer parser (its answer) and by the grader (Solver and benchmark answers).
+
+``extract_answer`` adds what the grader needs on top of ``last_boxed``: several adjacent boxes at the end
+of a response (``\\boxed{2} and \\boxed{3}``) form one answer ``2, 3``, and when there is no box at all,
+configurable fallbacks read other conventions: GSM8K's ``#### 72`` (``hashes``), "The answer is 72"
+(``answer_is``) and the last number in the text (``last_number``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # \\boxed or \\fbox not followed by a letter (\\boxedtext would be another macro)
 _MARKER_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# the only characters that matter for brace matching; everything else is skipped in C
+_BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)
+
+FALLBACKS = ("hashes", "answer_is", "last_number")
 
 
-def _matching_braces(text: str) -> dict[int, int]:
-    """One linear pass: index of each '{' -> index of its closing '}' (unclosed braces are absent).
+def _matching_braces(text: str, start: int = 0) -> dict[int, int]:
+    """One linear pass from ``start``: index of each '{' -> index of its closing '}'.
 
-    Escaped braces (``\\{``, ``\\}``) do not count.
+    Unclosed braces are absent. Escaped braces (``\\{``, ``\\}``) do not count. Braces before ``start``
+    cannot change the match of a brace after it, so callers start at the first box marker.
     """
     match: dict[int, int] = {}
     stack: list[int] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n:
-            i += 2
-            continue
+    for m in _BRACE_TOKEN_RE.finditer(text, start):
+        ch = m.group()
         if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            match[stack.pop()] = i
-        i += 1
+            stack.append(m.start())
+        elif ch == "}":
+            if stack:
+                match[stack.pop()] = m.start()
     return match
 
 
@@ -52,7 +58,7 @@ def boxed_spans(text: str) -> list[tuple[int, int, str]]:
             k += 1
         if k < n and text[k] == "{":
             if match is None:
-                match = _matching_braces(text)
+                match = _matching_braces(text, pos)
             close = match.get(k)
             if close is None:
                 continue
@@ -73,3 +79,114 @@ def last_boxed(text: str) -> str | None:
     """Content of the last balanced boxed answer in ``text``, or None when there is none."""
     spans = boxed_spans(text)
     return spans[-1][2] if spans else None
+
+
+# Text allowed between two boxes that together form one answer: punctuation, math delimiters, spacing
+# macros and a joining word. Applied only to gaps of at most _MAX_GAP characters (bounded work).
+_MAX_GAP = 40
+_MAX_GROUP = 10  # at most this many adjacent boxes form one answer (bounded work)
+_GAP_RE = re.compile(
+    r"[\s,;$]*(?:\\[\])]|\\[\[(])?[\s,;$]*"
+    r"(?:(?:and|or|\\text\{\s*(?:and|or|,)?\s*\}|\\(?:quad|qquad|,|;|text\{\s*\})|&)[\s,;$]*)?"
+    r"(?:\\[\])]|\\[\[(])?[\s,;$]*"
+)
+
+
+def _is_joining_gap(gap: str) -> bool:
+    return len(gap) <= _MAX_GAP and _GAP_RE.fullmatch(gap) is not None
+
+
+def trailing_boxed(text: str) -> list[str]:
+    """Contents of the last group of boxes that are separated only by commas, 'and', spacing or ``$``.
+
+    ``"so x = \\boxed{2} or x = \\boxed{3}"`` -> ``["3"]`` (the text between is not a separator), but
+    ``"\\boxed{2}, \\boxed{3}"`` -> ``["2", "3"]``. Empty list when there is no box. At most
+    ``_MAX_GROUP`` (10) boxes, the last ones.
+    """
+    spans = boxed_spans(text)
+    if not spans:
+        return []
+    group = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        if len(group) >= _MAX_GROUP or not _is_joining_gap(text[prev[1] : group[0][0]]):
+            break
+        group.insert(0, prev)
+    return [s[2] for s in group]
+
+
+def _hashes(text: str) -> str | None:
+    pos = text.rfind("####")
+    if pos < 0:
+        return None
+    rest = text[pos + 4 :].lstrip("# \t")
+    line = rest.split("\n", 1)[0].strip()
+    return line or None
+
+
+_ANSWER_IS_RE = re.compile(r"answer\s{0,3}(?:is|:)", re.IGNORECASE)
+_MATH_SEG_RE = re.compile(r"\$([^$]{1,2000})\$|\\\((.{1,2000}?)\\\)")
+
+
+def _answer_is(text: str) -> str | None:
+    last = None
+    for m in _ANSWER_IS_RE.finditer(text):
+        last = m
+    if last is None:
+        return None
+    rest = text[last.end() : last.end() + 2000]
+    line = rest.split("\n", 1)[0].strip()
+    if not line:
+        return None
+    seg = _MATH_SEG_RE.search(line)
+    if seg is not None:
+        return (seg.group(1) or seg.group(2) or "").strip() or None
+    line = line.lstrip(":").strip()
+    # stop at the end of the sentence: ". " or a trailing period
+    cut = line.find(". ")
+    if cut >= 0:
+        line = line[:cut]
+    line = line.rstrip(" .")
+    return line or None
+
+
+_NUMBER_RE = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
+
+
+def _last_number(text: str) -> str | None:
+    last = None
+    for m in _NUMBER_RE.finditer(text):
+        last = m
+    return last.group() if last is not None else None
+
+
+_FALLBACK_FUNCS = {"hashes": _hashes, "answer_is": _answer_is, "last_number": _last_number}
+
+
+def extract_answer(
+    text: str, fallback: Sequence[str] = ("hashes", "answer_is"), *, max_chars: int | None = None
+) -> str | None:
+    """The final answer of a model response, or None when it has none.
+
+    ``text`` is first cut to its last ``max_chars`` characters (when given). The answer is the last
+    balanced box, or the last group of adjacent boxes joined with ``", "``; without any box, the
+    ``fallback`` rules are tried in order (``hashes``, ``answer_is``, ``last_number``). Linear time.
+    """
+    if max_chars is not None and len(text) > max_chars:
+        text = text[-max_chars:]
+    boxes = trailing_boxed(text)
+    boxes = [b for b in boxes if b]
+    if boxes:
+        # the same answer boxed twice in a row is one answer
+        uniq: list[str] = []
+        for b in boxes:
+            if b not in uniq:
+                uniq.append(b)
+        return ", ".join(uniq)
+    for name in fallback:
+        func = _FALLBACK_FUNCS.get(name)
+        if func is None:
+            raise ValueError(f"unknown extraction fallback {name!r}; expected one of {', '.join(FALLBACKS)}")
+        ans = func(text)
+        if ans:
+            return ans
+    return None

@@ -1,0 +1,348 @@
+"""Answer equivalence (hand-checked verdicts, positive and negative) and the Grader's pool, cache and time bound."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from pasodoble.config import GraderConfig
+from pasodoble.verify import Grader, Verdict, answers_equivalent, normalize_answer, quick_check
+
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+# (prediction, gold, expected): every verdict checked by hand
+CASES = [
+    # plain numbers
+    ("72", "72", True),
+    ("72.0", "72", True),
+    ("72.5", "72", False),
+    ("-3", "3", False),
+    ("0.5", "\\frac{1}{2}", True),
+    ("\\frac12", "\\frac{1}{2}", True),
+    ("\\dfrac{1}{2}", "\\frac{1}{2}", True),
+    ("\\tfrac{3}{4}", "0.75", True),
+    ("1/2", "0.5", True),
+    ("0.3333", "\\frac{1}{3}", False),
+    ("2", "3", False),
+    ("1e-7", "2e-7", False),
+    ("100", "1000", False),
+    # currency, units
+    ("\\$6", "6", True),
+    ("6", "\\$6", True),
+    ("\\$6.00", "6", True),
+    ("\\$18", "18", True),
+    ("10 \\text{ cm}", "10", True),
+    ("10\\text{cm}", "10", True),
+    ("10 cm", "10", True),
+    ("12 \\text{ square feet}", "12", True),
+    ("5\\text{ cm}^2", "5", True),
+    ("10 \\text{ cm}", "11", False),
+    ("18 dollars", "18", True),
+    ("3x", "3", False),
+    # thousands separators
+    ("10{,}000", "10000", True),
+    ("1,000", "1000", True),
+    ("1,000", "1", False),
+    ("2,125", "2125", True),
+    ("2125", "2,125", True),
+    ("1,000,000", "1000000", True),
+    ("10\\,000", "10000", True),
+    ("1,2", "12", False),
+    # leading zeros
+    ("25", "025", True),
+    ("025", "25", True),
+    ("073", "73", True),
+    ("0.5", "0.50", True),
+    ("205", "025", False),
+    # degrees, percent
+    ("76", "76^\\circ", True),
+    ("76^\\circ", "76", True),
+    ("76^{\\circ}", "76", True),
+    ("30", "60^\\circ", False),
+    ("8\\%", "8", True),
+    ("8", "8 \\%", True),
+    ("8\\%", "0.08", True),
+    ("9\\%", "8", False),
+    ("50%", "50", True),
+    # x = 3
+    ("x = 3", "3", True),
+    ("3", "x=3", True),
+    ("y = 3", "x = 3", True),
+    ("x=4", "3", False),
+    ("k = 2n-1", "2n-1", True),
+    ("f(x) = 2x+1", "2x+1", True),
+    # multiple choice
+    ("C", "C", True),
+    ("(C)", "C", True),
+    ("\\text{(C)}", "C", True),
+    ("C", "\\text{(C)}", True),
+    ("B", "C", False),
+    ("(B)", "\\text{(C)}", False),
+    ("c", "C", True),
+    # wrappers
+    ("\\frac{2}{3}", "$\\frac{2}{3}$", True),
+    ("$2 \\sqrt{10}$", "$2 \\sqrt{10}$", True),
+    ("2\\sqrt{10}", "$2 \\sqrt{10}$", True),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", True),
+    ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
+    # text answers
+    ("\\text{Monday}", "\\text{Monday}", True),
+    ("Monday", "\\text{Monday}", True),
+    ("\\text{Tuesday}", "\\text{Monday}", False),
+    ("\\text{even}", "\\text{odd}", False),
+    ("\\text{Evelyn}", "\\text{Evelyn}", True),
+    # python-style (Minerva)
+    ("4.5 \\times 10^{33}", "4.5e33", True),
+    ("4.5e33", "4.5 \\times 10^{33}", True),
+    ("4.6e33", "4.5e33", False),
+    ("-\\frac{1}{3}", "-1./3", True),
+    ("-0.3333333333", "-1./3", True),
+    ("1.24 \\times 10^{-8}", "1.24e-8", True),
+    ("1e11", "10^{11}", True),
+    ("9e11", "9 \\times 10^{11}", True),
+    ("7.353e14", "7.35e14", False),
+    # sets / tuples / intervals
+    ("2, 3", "3, 2", True),
+    ("-2, 1", "1, -2", True),
+    ("-2, 1", "-2", False),
+    ("1,2", "1,2,3", False),
+    ("(1,2)", "(1,2)", True),
+    ("[1,2]", "(1,2)", False),
+    ("(1,2]", "(1,2)", False),
+    ("(2,1)", "(1,2)", False),
+    ("(2,12) \\cup (12,102)", "(2,12) \\cup (12,102)", True),
+    ("(2,12) \\cup (12,102)", "(2,102)", False),
+    ("\\{1, 2\\}", "\\{2, 1\\}", True),
+    # symbolic
+    ("6+9i", "6+9i", True),
+    ("9i+6", "6+9i", True),
+    ("2\\sqrt{5}", "\\sqrt{20}", True),
+    ("2\\sqrt{5}", "\\sqrt{10}", False),
+    ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}", True),
+    ("x^2+2x+1", "(x+1)^2", True),
+    ("x^2+1", "(x+1)^2", False),
+    ("\\pi", "3.14159265", True),
+    ("\\frac{\\pi}{3}", "\\frac{\\pi}{2}", False),
+    ("1+2\\sqrt{3}", "1+2\\sqrt{3}", True),
+    ("2516_8", "2516_8", True),
+    (
+        "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+        "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+        True,
+    ),
+    (
+        "\\begin{pmatrix} 1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+        "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+        False,
+    ),
+    ("n^2+1", "$n^{2}+1$", True),
+    ("2^k", "$2^{k}$", True),
+    ("2^{k+1}", "$2^{k}$", False),
+    ("\\frac{800}{3}", "$\\frac{800}{3}$", True),
+    ("266.67", "$\\frac{800}{3}$", False),
+    ("4-2\\sqrt{3}", "$4-2 \\sqrt{3}$", True),
+    ("4+2\\sqrt{3}", "$4-2 \\sqrt{3}$", False),
+    ("64, \\frac{1}{4}", "$64,\\frac{1}{4}$", True),
+    ("64", "$64,\\frac{1}{4}$", False),
+    ("\\infty", "\\infty", True),
+    ("-\\infty", "\\infty", False),
+]
+CASES += [
+    ("x \\in [1, 2]", "[1,2]", True),
+    ("[1,2]", "x \\in [1, 2]", True),
+    ("x \\in (1, 2)", "[1,2]", False),
+    ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}", True),
+    ("\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{2}}", False),
+    ("\\begin{bmatrix} 1 \\\\ 2 \\end{bmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", True),
+    ("\\sqrt2", "\\sqrt{2}", True),
+    ("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}", True),
+    ("5\\text{th}", "5", True),
+    ("11\\mathrm{th}", "11", True),
+    ("\\text{A}", "A", True),
+    ("A", "B", False),
+    ("(A) 12", "A", True),
+    ("\\textbf{(D)}", "D", True),
+    ("2 \\text{ and } 3", "2, 3", True),
+    ("2 \\text{ or } 3", "2,3", True),
+    ("a=1, b=2", "1,2", True),
+    ("-1/3", "-\\frac13", True),
+    ("\\frac{-1}{3}", "-\\frac{1}{3}", True),
+    ("\\frac{1}{-3}", "\\frac{1}{3}", False),
+    ("0.1", "10\\%", True),
+    ("10", "10\\%", True),
+    ("0.1", "10", False),
+    ("\\text{no solution}", "\\text{No solution}", True),
+    ("\\text{yes}", "\\text{no}", False),
+    ("x^2 + 7x + 10", "x^2+7x+10", True),
+    ("(x+2)(x+5)", "x^2+7x+10", True),
+    ("(x+2)(x+4)", "x^2+7x+10", False),
+    ("3\\sqrt{2}", "\\sqrt{18}", True),
+    ("\\frac{3}{\\sqrt{2}}", "\\frac{3\\sqrt{2}}{2}", True),
+    ("y=2x+3", "2x+3", True),
+    ("y = 2x+3", "y=2x+4", False),
+    ("1000", "10^3", True),
+    ("2^{10}", "1024", True),
+    ("2^{10}", "1000", False),
+    ("\\$1,000", "1000", True),
+    ("\\$1{,}000.50", "1000.5", True),
+    ("14{,}000 \\text{ dollars}", "14000", True),
+    ("30^\\circ \\text{C}", "30", True),
+    ("-2", "-2", True),
+    ("- 2", "-2", True),
+    ("2", "-2", False),
+    ("+2", "2", True),
+    ("0", "0", True),
+    ("0.0", "0", True),
+    ("0", "O", False),
+    ("12", "12.", True),
+    ("12.", "12", True),
+    ("\\frac{a}{b}", "\\frac{a}{b}", True),
+    ("\\frac{b}{a}", "\\frac{a}{b}", False),
+    ("\\sin^2 x + \\cos^2 x", "1", True),
+    ("3.14", "\\pi", False),
+    ("3.1416", "\\pi", False),
+    ("20\\sqrt{3}", "34.64", False),
+    ("1.5", "\\frac{3}{2}", True),
+    ("1.50", "1.5", True),
+]
+
+
+@pytest.mark.parametrize("pred, gold, expected", CASES)
+def test_answers_equivalent(pred, gold, expected):
+    assert answers_equivalent(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    "raw, norm",
+    [
+        ("$\\dfrac{1}{2}$", "\\frac{1}{2}"),
+        ("\\left( 1, 2 \\right)", "( 1, 2 )"),
+        ("10{,}000", "10000"),
+        ("\\$1,234.50", "1234.50"),
+        ("025", "25"),
+        ("76^\\circ", "76"),
+        ("x = 3", "3"),
+        ("\\text{Monday}", "Monday"),
+        ("4.5e33", "4.5\\times10^{33}"),
+        ("-1./3", "-1/3"),
+        ("10 \\text{ cm}^2", "10"),
+    ],
+)
+def test_normalize_answer(raw, norm):
+    assert normalize_answer(raw) == norm
+
+
+def test_quick_check_decides_numbers_without_sympy():
+    assert quick_check("1,000", "1000") is True
+    assert quick_check("1,000", "1") is False
+    assert quick_check("x^2", "x\\cdot x") is None  # left to math-verify
+
+
+@pytest.fixture(scope="module")
+def pool_grader():
+    g = Grader(GraderConfig(workers=2, timeout_s=1.0, cache_size=0))
+    yield g
+    g.close()
+
+
+def test_grade_batch_order_reasons_and_stats():
+    g = Grader(GraderConfig(workers=0))
+    responses = ["so \\boxed{5}", "nothing here", "\\boxed{4}", "\\boxed{x^2+2x+1}", "#### 1,000"]
+    golds = ["5", "5", "5", "(x+1)^2", "1000"]
+    got = g.grade_batch(responses, golds)
+    assert got == [
+        Verdict("5", True, None),
+        Verdict(None, False, "no_answer"),
+        Verdict("4", False, "mismatch"),
+        Verdict("x^2+2x+1", True, None),
+        Verdict("1,000", True, None),
+    ]
+    again = g.grade_batch(responses, golds)
+    assert again == got
+    assert g.stats.cache_hits >= 4
+    assert g.stats.checks == 10 and g.stats.correct == 6
+    with pytest.raises(ValueError):
+        g.grade_batch(["a"], [])
+
+
+def test_extracted_mode_and_cache_bound():
+    g = Grader(GraderConfig(workers=0, cache_size=2))
+    got = g.grade_batch(["$3$", "", "\\boxed{3}"], ["3", "3", "3"], extracted=True)
+    assert [v.correct for v in got] == [True, False, True]
+    assert got[1].reason == "no_answer"
+    assert len(g._cache) <= 2
+
+
+def test_pool_matches_hand_checked_verdicts():
+    with Grader(GraderConfig(workers=2, timeout_s=20.0, cache_size=0)) as g:
+        got = g.grade_batch([p for p, _, _ in CASES], [x for _, x, _ in CASES], extracted=True)
+        assert g.stats.timeouts == 0
+    assert [(p, x, v.correct) for (p, x, _), v in zip(CASES, got, strict=True)] == CASES
+
+
+ADVERSARIAL = {
+    "power_tower": ("\\boxed{10^{10^{10^{10}}}}", "5"),
+    "huge_factorial": ("\\boxed{(10^{100})!}", "1"),
+    "long_response": ("x" * 200_000 + " \\boxed{3}", "3"),
+    "open_braces": ("{" * 200_000, "3"),
+    "nested_braces": ("\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}", "1"),
+    "bad_utf8": (b"\xff\xfe \\boxed{4} \xed\xa0\x80".decode("utf-8", errors="surrogateescape"), "4"),
+    "replaced_utf8": (b"\xff\\boxed{4}".decode("utf-8", errors="replace"), "4"),
+    "frac_chain": ("\\boxed{" + "\\frac{1}{" * 300 + "2" + "}" * 300 + "}", "2"),
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_bounded_in_main_thread_and_worker_thread(pool_grader, name):
+    response, gold = ADVERSARIAL[name]
+    bound = pool_grader.cfg.timeout_s + 1.0
+    pool_grader.warm_up()  # the bound excludes waiting for a replaced worker to start
+    t = time.perf_counter()
+    v = pool_grader.grade(response, gold)
+    assert time.perf_counter() - t < bound
+    assert isinstance(v.correct, bool)
+    out = {}
+
+    def work():
+        t0 = time.perf_counter()
+        out["v"] = pool_grader.grade(response, gold)
+        out["t"] = time.perf_counter() - t0
+
+    pool_grader.warm_up()
+    th = threading.Thread(target=work)
+    th.start()
+    th.join(timeout=30)
+    assert not th.is_alive()
+    assert out["t"] < bound
+    assert out["v"].correct == v.correct
+
+
+def test_timeout_zeroes_only_the_overrunning_pair():
+    responses = ["\\boxed{1}", "\\boxed{10^{10^{10^{10}}}}", "\\boxed{x^2 + 2x + 1}", "\\boxed{\\sqrt{8}}"]
+    golds = ["1", "3", "(x+1)^2", "2\\sqrt{2}"]
+    with Grader(GraderConfig(workers=1, timeout_s=3.0)) as g:  # one worker: the chunk is re-run
+        got = g.grade_batch(responses, golds)
+        assert g.stats.timeouts == 1 and g.stats.worker_restarts == 1
+    assert [v.correct for v in got] == [True, False, True, True]
+    assert got[1].reason == "timeout"
+
+
+def test_surrogates_and_utf8_correct_answers(pool_grader):
+    assert pool_grader.grade(ADVERSARIAL["bad_utf8"][0], "4").correct
+    assert pool_grader.grade(ADVERSARIAL["long_response"][0], "3").correct
+
+
+def test_close_and_lazy_restart():
+    g = Grader(GraderConfig(workers=1, timeout_s=5.0))
+    assert g._workers == []  # lazily created
+    assert g.grade("\\boxed{x^2+2x+1}", "(x+1)^2").correct
+    assert len(g._workers) == 1
+    proc = g._workers[0].proc
+    g.close()
+    assert not proc.is_alive() and g._workers == []
+    with g:
+        assert g.grade("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
+    assert g._workers == []

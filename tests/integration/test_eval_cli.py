@@ -365,3 +365,67 @@ def test_report_compares_runs(tmp_path):
     assert [r["label"] for r in report["runs"]] == ["Base", "PasoDoble"]
     assert report["runs"][1]["values"]["beta"] is None
     assert main(["report", str(tmp_path / "base"), "--labels", "a,b", "--out", str(out)]) == 1
+
+
+@needs_data
+@pytest.mark.slow
+def test_killed_subprocess_resumes_without_regenerating(tiny_dir, tmp_path):
+    """SIGKILL a real `pasodoble eval` halfway, rerun the same command: same numbers, no regeneration."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [
+        "--model",
+        str(tiny_dir),
+        "--benchmarks",
+        "gsm8k",
+        "--limit",
+        "20",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--grader-workers",
+        "0",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "pasodoble.cli", "eval", *args]
+    out = tmp_path / "killed"
+    samples = out / "samples.jsonl"
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if samples.exists() and len(samples.read_text().splitlines()) >= 2 * 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the evaluation finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(
+        {json.loads(x)["problem_id"] for x in samples.read_text().splitlines() if x.endswith("}")}
+    )
+    assert 6 <= done_before < 20 and not (out / "results.json").exists()
+
+    subprocess.run([*cmd, "--out", str(out)], env=env, check=True, capture_output=True)
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["reused_problems"] >= done_before - 1  # a torn last problem may be regenerated
+    assert resumed["generated_problems"] == 20 - resumed["reused_problems"]
+
+    with torch.random.fork_rng():
+        before = torch.get_num_threads()
+        try:
+            assert main(["eval", *args, "--out", str(tmp_path / "straight")]) == 0
+        finally:
+            torch.set_num_threads(before)
+    straight = json.loads((tmp_path / "straight" / "results.json").read_text())
+    assert resumed["benchmarks"] == straight["benchmarks"]
+    ref_lines = sorted((tmp_path / "straight" / "samples.jsonl").read_text().splitlines())
+    assert sorted(samples.read_text().splitlines()) == ref_lines

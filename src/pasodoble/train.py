@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -296,9 +297,19 @@ class Trainer:
             self.engine.grader.close()
 
 
-def run_training(cfg: Config, *, backend_factory=None) -> dict[str, Any]:
-    """Start a new run in ``cfg.run.out_dir`` (an existing run there is an error: use --resume)."""
+def run_training(cfg: Config, *, backend_factory=None, overwrite: bool = False) -> dict[str, Any]:
+    """Start a new run in ``cfg.run.out_dir``.
+
+    An existing run there is an error (continue it with --resume) unless ``overwrite``, which deletes
+    it first; a non-empty directory that is not a run directory is never deleted.
+    """
     run_dir = Path(cfg.run.out_dir)
+    if overwrite and run_dir.exists() and dist.is_main():
+        if not (run_dir / "config.yaml").is_file() and any(run_dir.iterdir()):
+            raise UserError(
+                f"--overwrite refuses to delete {run_dir}: it is not a run directory (no config.yaml)"
+            )
+        shutil.rmtree(run_dir)
     if latest_checkpoint(run_dir) is not None:
         raise UserError(
             f"{run_dir} already holds a run with checkpoints; continue it with "

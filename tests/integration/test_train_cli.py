@@ -48,6 +48,14 @@ def test_tiny_config_runs_end_to_end_with_the_real_backend(tmp_path):
     assert (out / "config.yaml").is_file() and (out / "metrics.jsonl").is_file()
     again = _cli(str(TINY), "run.max_steps=2", f"run.out_dir={out}")
     _assert_one_line_error(again, "already holds a run", "--resume")
+    fresh = _cli(str(TINY), "run.max_steps=1", f"run.out_dir={out}", "run.progress=false", "--overwrite")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    refused = _cli(str(TINY), f"run.out_dir={tmp_path / 'precious'}", "--overwrite")
+    _assert_one_line_error(refused, "refuses to delete")
+    assert (tmp_path / "precious" / "notes.txt").exists()
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, capsys):

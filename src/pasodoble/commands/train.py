@@ -12,6 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config (e.g. configs/tiny.yaml)")
     parser.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. run.max_steps=4")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an existing run in run.out_dir first (otherwise an existing run is an error)",
+    )
+    parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its newest checkpoint (overrides such as run.max_steps apply)",
@@ -34,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.config is None:
             raise UserError("give a config file (e.g. configs/tiny.yaml) or --resume RUN_DIR")
-        summary = run_training(load_config(args.config, args.overrides))
-    print(json.dumps(summary))
+        summary = run_training(load_config(args.config, args.overrides), overwrite=args.overwrite)
+    from pasodoble import distributed as dist
+
+    if dist.is_main():
+        print(json.dumps(summary))
     return 0

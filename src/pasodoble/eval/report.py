@@ -65,9 +65,15 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A results.json, or a directory holding one (directly or in an ``eval/`` subfolder)."""
+    """A results.json, or a directory holding one (directly, in ``eval/``, or as its only results.json below)."""
     p = Path(path)
     candidates = [p] if p.is_file() else [p / "results.json", p / "eval" / "results.json"]
+    if p.is_dir() and not any(c.is_file() for c in candidates):
+        found = sorted(p.rglob("results.json"))
+        if len(found) > 1:
+            listing = ", ".join(str(f) for f in found[:5]) + (", ..." if len(found) > 5 else "")
+            raise UserError(f"{p} holds several results.json ({listing}); name one")
+        candidates = found
     for c in candidates:
         if c.is_file():
             try:
@@ -136,7 +142,7 @@ def comparison_markdown(runs: list[tuple[str, dict[str, Any]]], metric: str = "p
         lines += ["", "Warning: different problem sets (dataset sha256) for: " + ", ".join(differing) + "."]
     lines += [
         "",
-        "| Model | source | model | k | temperature | few-shot |",
+        "| Run | results | model | k | temperature | few-shot |",
         "| --- | --- | --- | ---: | ---: | ---: |",
     ]
     for label, res in runs:
@@ -166,7 +172,8 @@ def comparison_chart(
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(titles) + 0.4 * len(runs)), 4.0))
     for i, ((label, _), row) in enumerate(zip(runs, rows, strict=True)):
         xs = [c + (i - (len(runs) - 1) / 2) * width for c in range(len(titles))]
-        ax.bar(xs, [100.0 * v if v is not None else 0.0 for v in row], width, label=label)
+        bars = ax.bar(xs, [100.0 * v if v is not None else 0.0 for v in row], width, label=label)
+        ax.bar_label(bars, labels=[f"{100.0 * v:.1f}" if v is not None else "" for v in row], fontsize=6)
     ax.set_xticks(range(len(titles)))
     ax.set_xticklabels(titles, rotation=20, ha="right")
     ax.set_ylabel(f"{metric} (%)")

@@ -251,7 +251,11 @@ class EvalConfig:
     temperature: float = _f(0.6, "Sampling temperature for evaluation.")
     max_new_tokens: int = _f(1024, "Generation cap in evaluation.")
     limit: int | None = _f(None, "Evaluate only the first N problems of each benchmark; null = all.")
-    every: int = _f(0, "Evaluate the Solver every this many training steps; 0 = only at the end.")
+    every: int = _f(
+        0,
+        "Evaluate the Solver on eval.benchmarks every this many training steps (results in RUN/eval/, "
+        "metrics eval/...); 0 = never during training (run pasodoble eval afterwards).",
+    )
     data_dir: str | None = _f(None, "Local benchmark folder; null uses ../shared/benchmarks when present.")
 
 

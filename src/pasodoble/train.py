@@ -87,6 +87,7 @@ class Trainer:
             if not resume:
                 save_config(cfg, run_dir / "config.yaml")
         self.engine = self._build()
+        self._eval_benchmarks: list | None = None
         self.counters = Counters()
         self.logger = RunLogger(
             run_dir,
@@ -204,6 +205,59 @@ class Trainer:
         self.logger.restore(state["logger"])
         set_rng_state(tensors["rng"])
 
+    # ------------------------------------------------------------------ held-out evaluation
+
+    def evaluate(self) -> dict[str, Any]:
+        """Evaluate the current Solver on ``eval.benchmarks`` (main process); return ``eval/…`` metrics.
+
+        Uses the Solver's own generator and the run's grader; results go to RUN/eval/step_XXXXXXXX/
+        in the format of ``pasodoble eval`` (results.json, results.md, samples.jsonl).
+        """
+        if not dist.is_main():
+            return {}
+        from pasodoble.eval.benchmarks import load_benchmark
+        from pasodoble.eval.runner import BackendGenerator, EvalSettings, run_eval
+
+        cfg, e = self.cfg, self.cfg.eval
+        if self._eval_benchmarks is None:
+            self._eval_benchmarks = [
+                load_benchmark(n, data_dir=e.data_dir, limit=e.limit) for n in e.benchmarks
+            ]
+        step = self.counters.step
+        settings = EvalSettings(
+            model=f"{self.run_dir}/solver@step{step}",
+            benchmarks=[b.name for b in self._eval_benchmarks],
+            samples=e.samples,
+            temperature=e.temperature,
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=e.max_new_tokens,
+            solver_prompt=cfg.solver.prompt,
+            open_thinking=cfg.rollout.open_thinking,
+            seed=cfg.run.seed,
+            limit=e.limit,
+            data_dir=e.data_dir,
+        )
+        generator = BackendGenerator(
+            self.engine.solver.backend,
+            self.engine.tokenizer,
+            few_shot=0,
+            temperature=e.temperature,
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=e.max_new_tokens,
+            max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+            template=cfg.solver.prompt,
+            open_thinking=cfg.rollout.open_thinking,
+        )
+        out = self.run_dir / "eval" / f"step_{step:08d}"
+        results = run_eval(
+            settings, self._eval_benchmarks, generator, self.engine.grader.grade_batch, out, progress=False
+        )
+        metrics: dict[str, Any] = {"eval/step": step}
+        for name, values in results["benchmarks"].items():
+            metrics[f"eval/{name}/pass@1"] = values["pass@1"]
+        metrics["eval/average/pass@1"] = results["average"]["pass@1"]
+        return metrics
+
     # ------------------------------------------------------------------ the loop
 
     def _on_signal(self, signum, _frame) -> None:
@@ -244,6 +298,8 @@ class Trainer:
                 self.counters.step += 1
                 self.counters.updates += int(result.trained)
                 self.counters.skips += int(result.skipped is not None)
+                if cfg.eval.every and self.counters.step % cfg.eval.every == 0:
+                    result.metrics.update(self.evaluate())
                 self._log(step, phase, result, time.perf_counter() - t0)
                 vr = result.metrics.get("proposer/valid_rate")
                 pr = result.metrics.get("solver/pass_rate")

@@ -118,3 +118,32 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path, mode, steps, every,
     if mode == "offline":
         state = json.loads(sorted((killed / "checkpoints").iterdir())[-1].joinpath("state.json").read_text())
         assert state["state"]["buffer"]["entries"], "the offline resume test needs a non-empty buffer"
+
+
+def test_periodic_evaluation_logs_solver_accuracy(tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "problem": f"Compute {i + 1} times 3.", "answer": str(3 * (i + 1))})
+            + "\n"
+            for i in range(3)
+        )
+    )
+    cfg = _cfg(
+        tmp_path,
+        "run.max_steps=2",
+        "run.checkpoint_every=0",
+        "eval.every=2",
+        f"eval.benchmarks={bench}",
+        "eval.samples=2",
+        "eval.max_new_tokens=8",
+    )
+    run_training(cfg, backend_factory=scripted_factory)
+    metrics = _lines(tmp_path / "run" / "metrics.jsonl")
+    assert "eval/average/pass@1" not in metrics[0]
+    last = metrics[1]
+    # the scripted Solver answers "What is a + b?" only; these problems are not of that form,
+    # so it answers 0 + 0 = 0 and every answer is wrong: accuracy is exactly 0, and the files exist.
+    assert last["eval/average/pass@1"] == 0.0 and last["eval/step"] == 2
+    results = json.loads((tmp_path / "run" / "eval" / "step_00000002" / "results.json").read_text())
+    assert results["benchmarks"]["bench"]["n"] == 3

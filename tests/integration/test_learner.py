@@ -149,3 +149,16 @@ def test_load_model_and_tokenizer(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(UserError, match=str(missing)):
         load_model_and_tokenizer(str(missing), ModelConfig())
+
+
+def test_bfloat16_model_trains_and_samples(tiny_tokenizer, one_thread):
+    model, tok = load_model_and_tokenizer("tiny", ModelConfig(dtype="bfloat16"), seed=0)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    learner = _learner(model, tok)
+    backend = HFBackend(learner.unwrapped_model, tok)
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, n=4, seed=0, return_logprobs=True)
+    reward, metrics = tiny_grpo_step(
+        learner, backend, tiny_task_prompts(tok, 2), params, lambda ids: digit_reward(tok, ids)
+    )
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert 0.0 <= reward <= 1.0 and learner.step == 1

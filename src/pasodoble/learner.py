@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from transformers import get_scheduler
 
 from pasodoble.config import GRPOConfig, RoleConfig
@@ -155,11 +156,16 @@ class Learner:
 
         Under FSDP every rank must call this with the same number of micro-batches.
         """
+        # Without gradients no all-reduce is needed: use the bare model (a DDP forward may broadcast
+        # buffers, a collective that ranks with different batch sizes would not match). FSDP shards
+        # the parameters, so there the wrapped model (and equal call counts on all ranks) is needed.
+        fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        model = self.model if fsdp else self.unwrapped_model
         out: list[list[float]] = []
         mbs = self.role_cfg.micro_batch_size
         for start in range(0, len(samples), mbs):
             micro = samples[start : start + mbs]
-            logps_BT, _ = self._forward(self.model, micro, with_entropy=False)
+            logps_BT, _ = self._forward(model, micro, with_entropy=False)
             for i, s in enumerate(micro):
                 out.append(logps_BT[i, : len(s.completion_ids)].float().tolist())
         return out
@@ -174,11 +180,18 @@ class Learner:
     # Update
 
     def shard(self, samples: list[TrainSample]) -> list[TrainSample]:
-        """This process's contiguous share of a logical batch that every process holds in full."""
+        """This process's share of a logical batch that every process holds in full.
+
+        The batch is cut into ``steps_per_batch`` consecutive mini-batches and each process takes a
+        contiguous share of every mini-batch, so that the j-th optimizer step of every rank trains on
+        the j-th mini-batch of a single-process run (exactly so when the batch size is divisible by
+        ``steps_per_batch * num_processes``).
+        """
         n, r = self.accelerator.num_processes, self.accelerator.process_index
-        per, extra = divmod(len(samples), n)
-        start = r * per + min(r, extra)
-        return samples[start : start + per + (1 if r < extra else 0)]
+        out: list[TrainSample] = []
+        for part in _split(samples, self.role_cfg.steps_per_batch):
+            out.extend(_split(part, n)[r])
+        return out
 
     def update(self, samples: list[TrainSample]) -> dict[str, float]:
         """Train on this process's share of one logical batch; return metrics (no role prefix).
@@ -199,13 +212,7 @@ class Learner:
                 s if s.old_logprobs is not None else _with_old(s, lp)
                 for s, lp in zip(samples, fresh, strict=True)
             ]
-        per, extra = divmod(len(samples), k)
-        step_metrics = []
-        start = 0
-        for j in range(k):
-            size = per + (1 if j < extra else 0)
-            step_metrics.append(self._optimizer_step(samples[start : start + size]))
-            start += size
+        step_metrics = [self._optimizer_step(part) for part in _split(samples, k)]
         metrics = {key: sum(m[key] for m in step_metrics) / k for key in step_metrics[0]}
         for key in ("tokens", "sequences"):
             metrics[key] = sum(m[key] for m in step_metrics)
@@ -362,6 +369,17 @@ class Learner:
             self.unwrapped_model.save_pretrained(directory, state_dict=state)
             self.tokenizer.save_pretrained(directory)
         self.accelerator.wait_for_everyone()
+
+
+def _split(items: list, parts: int) -> list[list]:
+    """``items`` in ``parts`` consecutive pieces whose sizes differ by at most one (larger first)."""
+    per, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for j in range(parts):
+        size = per + (1 if j < extra else 0)
+        out.append(items[start : start + size])
+        start += size
+    return out
 
 
 def _with_old(sample: TrainSample, old: list[float]) -> TrainSample:

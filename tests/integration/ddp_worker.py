@@ -42,13 +42,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--steps-per-batch", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(1)
 
     acc = Accelerator(cpu=True)
     tok = build_tiny_tokenizer()
     model = build_tiny_model(tok, seed=args.seed, dtype=getattr(torch, args.dtype))
-    role = RoleConfig(learning_rate=args.lr, micro_batch_size=args.micro_batch_size)
+    role = RoleConfig(
+        learning_rate=args.lr, micro_batch_size=args.micro_batch_size, steps_per_batch=args.steps_per_batch
+    )
     learner = Learner(
         "solver",
         model,

@@ -3,6 +3,8 @@
 Both runs execute ``ddp_worker.py`` (3 GRPO steps of the tiny task, dapo loss, so the token
 normalizer must be the global one). The single process accumulates 24 sequences in micro-batches of
 5; each of the two ranks takes 12 in micro-batches of 4. Parameters, loss and gradient norm must agree.
+With two optimizer steps per batch, the second step is importance-weighted against old log-probs
+computed before the first, and ``Learner.shard`` gives each rank half of each mini-batch.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ def _run(cmd: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_single_process(tmp_path):
+@pytest.mark.parametrize("steps_per_batch", [1, 2])
+def test_two_process_ddp_matches_single_process(tmp_path, steps_per_batch):
     single, dp = tmp_path / "single.pt", tmp_path / "dp.pt"
-    args = ["--steps", "3", "--loss-type", "dapo"]
+    args = ["--steps", "3", "--loss-type", "dapo", "--steps-per-batch", str(steps_per_batch)]
     _run([sys.executable, str(WORKER), str(single), "--micro-batch-size", "5", *args])
     _run(
         [

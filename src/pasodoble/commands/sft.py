@@ -1,15 +1,177 @@
-"""`pasodoble sft`: not built yet; it belongs to the cold start (teacher-built SFT data and role fine-tuning) capability."""
+"""`pasodoble sft build-data` and `pasodoble sft train`: the cold start of both roles (docs/cold-start.md).
+
+    pasodoble sft build-data --teacher MODEL_OR_URL --knowledge SOURCE --size N --out DIR \\
+        [--teacher-model NAME] [--api-key-env VAR] [--concurrency K] [--timeout S] \\
+        [--checker MODEL_OR_URL] [--checker-model NAME] [--checker-api-key-env VAR] ...
+    pasodoble sft train --role proposer|solver --data FILE --model BASE --out DIR \\
+        [--epochs E] [--lr LR] [--batch-size B] [--max-length L] [--packing] [--eval-fraction F] \\
+        [--seed S] [--resume]
+
+Both print a JSON summary on stdout; build-data is resumable by rerunning the same command, train
+with ``--resume``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 
-from pasodoble.commands import not_built
+
+def _add_build_data(p: argparse.ArgumentParser) -> None:
+    from pasodoble.sft.build_data import BuildDataConfig
+
+    d = BuildDataConfig()
+    p.add_argument(
+        "--teacher",
+        required=True,
+        help="teacher: a local model name/directory ('tiny' for smoke tests) or an OpenAI-compatible "
+        "chat-completions base URL (http(s)://host/v1)",
+    )
+    p.add_argument(
+        "--knowledge", default=d.knowledge, help="knowledge source, as knowledge.source (default tiny)"
+    )
+    p.add_argument("--size", type=int, required=True, help="Proposer examples (kept problems) to build")
+    p.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
+    p.add_argument(
+        "--teacher-model", default=None, help="model name at the endpoint (default: first of /models)"
+    )
+    p.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding the endpoint's API key (default: OPENAI_API_KEY if set, else none)",
+    )
+    p.add_argument(
+        "--checker",
+        default=None,
+        help="independent checker model or URL that must reach the proposed answer (default: the teacher "
+        "prompted as Solver)",
+    )
+    p.add_argument("--checker-model", default=None, help="model name at the checker endpoint")
+    p.add_argument(
+        "--checker-api-key-env", default=None, metavar="VAR", help="API-key variable of the checker"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.concurrency,
+        help="endpoint requests in flight (default %(default)s)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=d.timeout, help="seconds per HTTP request (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-retries", type=int, default=d.max_retries, help="retries per request (default %(default)s)"
+    )
+    p.add_argument(
+        "--backoff", type=float, default=d.backoff, help="first retry delay in seconds, doubled per retry"
+    )
+    p.add_argument("--temperature", type=float, default=d.temperature, help="teacher sampling temperature")
+    p.add_argument(
+        "--max-tokens", type=int, default=d.max_tokens, help="generation cap per response (tokens)"
+    )
+    p.add_argument(
+        "--check-samples",
+        type=int,
+        default=d.check_samples,
+        help="checker answers per problem; half must agree",
+    )
+    p.add_argument(
+        "--solver-samples", type=int, default=d.solver_samples, help="teacher Solver answers per kept problem"
+    )
+    p.add_argument(
+        "--max-requests", type=int, default=None, help="Proposer request budget (default 4 x --size)"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="snippet sampling seed")
+    p.add_argument("--text-field", default=d.text_field, help="knowledge record field holding the text")
+    p.add_argument(
+        "--max-snippet-tokens", type=int, default=d.max_snippet_tokens, help="snippet cap, in tokens"
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer that measures the snippet cap (the student's; default: the local teacher's, or 4 chars "
+        "per token for endpoints)",
+    )
+    p.add_argument(
+        "--leak-check", default=d.leak_check, choices=("token", "substring", "off"), help="answer-leak rule"
+    )
+    p.add_argument(
+        "--generation-batch-size", type=int, default=d.generation_batch_size, help="local teacher batch"
+    )
+    p.add_argument(
+        "--dtype", default=d.dtype, choices=("float32", "bfloat16", "float16"), help="local teacher dtype"
+    )
+    p.add_argument("--grader-workers", type=int, default=d.grader_workers, help="answer-grader processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from pasodoble.sft.train import SFTConfig
+
+    d = SFTConfig()
+    p.add_argument("--role", required=True, choices=("proposer", "solver"), help="the role the data trains")
+    p.add_argument(
+        "--data", required=True, help="chat-format JSONL (build-data's proposer.jsonl or solver.jsonl)"
+    )
+    p.add_argument("--model", required=True, help="base model name or directory ('tiny' for smoke tests)")
+    p.add_argument(
+        "--out", required=True, help="output directory: HF model + tokenizer, checkpoints, summary"
+    )
+    p.add_argument(
+        "--epochs", type=float, default=d.epochs, help="passes over the data (default %(default)s)"
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per optimizer step")
+    p.add_argument(
+        "--micro-batch-size", type=int, default=d.micro_batch_size, help="examples per forward pass"
+    )
+    p.add_argument(
+        "--max-length", type=int, default=d.max_length, help="longer examples are dropped (tokens)"
+    )
+    p.add_argument("--packing", action="store_true", help="pack examples into rows (position-id resets)")
+    p.add_argument(
+        "--eval-fraction", type=float, default=d.eval_fraction, help="held-out share (default %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="split and order seed")
+    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio, help="share of steps warming up")
+    p.add_argument(
+        "--lr-schedule", default=d.lr_schedule, choices=("cosine", "constant"), help="after warm-up"
+    )
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="clip; 0 disables")
+    p.add_argument(
+        "--dtype", default=d.dtype, choices=("float32", "bfloat16", "float16"), help="parameter dtype"
+    )
+    p.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more compute")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints"
+    )
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between held-out evaluations")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the future command")
+    sub = parser.add_subparsers(dest="sft_command", metavar="{build-data,train}")
+    _add_build_data(sub.add_parser("build-data", help="build teacher-made SFT data for both roles"))
+    _add_train(sub.add_parser("train", help="fine-tune a base model on one role's SFT data"))
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("sft", "cold start (teacher-built SFT data and role fine-tuning)", args)
+    from pasodoble.errors import UserError
+
+    if args.sft_command == "build-data":
+        from pasodoble.sft.build_data import BuildDataConfig, build_data
+
+        values = {k: v for k, v in vars(args).items() if k in BuildDataConfig.__dataclass_fields__}
+        card = build_data(BuildDataConfig(**values, progress=not args.no_progress))
+        print(json.dumps({k: card[k] for k in ("files", "proposer", "solver", "usage")}))
+        return 0
+    if args.sft_command == "train":
+        from pasodoble.sft.train import SFTConfig, train_sft
+
+        values = {k: v for k, v in vars(args).items() if k in SFTConfig.__dataclass_fields__}
+        print(json.dumps(train_sft(SFTConfig(**values, progress=not args.no_progress))))
+        return 0
+    raise UserError("give a subcommand: pasodoble sft build-data ... or pasodoble sft train ...")

@@ -1,0 +1,486 @@
+"""Cold-start supervised fine-tuning of one role on chat-format JSONL (``pasodoble sft train``).
+
+Data: one JSON object per line, ``{"messages": [{"role": "user", "content": ...}, ...,
+{"role": "assistant", "content": ...}]}`` (what ``pasodoble sft build-data`` writes). The last message
+must be the assistant's; everything before it (system, user, earlier turns) is the prompt.
+
+**Loss masking.** ``encode_chat`` renders the prompt with the tokenizer's chat template and its
+generation prompt (exactly the text the RL rollouts start from, ``prompts.apply_chat``), renders the
+whole conversation, checks that the first is a prefix of the second, and tokenizes the two parts
+separately: ``input_ids = ids(prompt) + ids(rest)``. Labels are -100 on every prompt token, so only
+assistant tokens carry loss, and the prompt ids are the ids the rollout backend will see. The
+assistant part is cut after its first EOS token (the template's ``<|im_end|>``; appended when the
+template has none), so the model learns to stop where generation stops.
+
+**Batching.** Default: examples of a step are padded on the right to the longest one (with an
+attention mask). ``packing=True`` lays the step's examples end to end in rows of at most
+``max_length`` tokens with ``position_ids`` restarting at 0 for each example and no attention mask.
+transformers (>= 4.54, sdpa/eager/flash kernels) derives a block-diagonal causal mask from such
+position ids, so no token attends across an example boundary and the packed loss equals the padded
+loss (tested). Labels are shifted per row; the first token of every example is a prompt token
+(label -100), so no loss term crosses a boundary either. Caveat: a custom attention kernel that
+ignores position-id resets would let examples see each other; use the default batching then.
+
+**Loss.** Token mean over the assistant tokens of the whole optimizer step (all micro-batches and
+processes), so gradient accumulation and data parallelism give the full-batch gradient.
+
+**Resume.** Every ``checkpoint_every`` optimizer steps (and when the run ends) the model, optimizer,
+scheduler, RNG states and data position (epoch, examples consumed) are written atomically with
+``pasodoble.checkpoint``; ``resume=True`` continues from the newest complete checkpoint. The epoch
+order is a seeded permutation, so the resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pasodoble.errors import UserError
+
+IGNORE = -100
+ROLES = ("proposer", "solver")
+
+
+@dataclass
+class SFTConfig:
+    """Settings of ``pasodoble sft train`` (each is a command-line option of the same name)."""
+
+    role: str = field(default="solver", metadata={"help": "which role's data this is: proposer or solver"})
+    data: str = field(default="", metadata={"help": "chat-format JSONL file"})
+    model: str = field(default="tiny", metadata={"help": "base model name or directory ('tiny' for tests)"})
+    out: str = field(default="", metadata={"help": "output directory: HF model + tokenizer, checkpoints"})
+    epochs: float = field(
+        default=2.0, metadata={"help": "passes over the training split (may be fractional)"}
+    )
+    lr: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate"})
+    batch_size: int = field(default=32, metadata={"help": "examples per optimizer step"})
+    micro_batch_size: int = field(default=4, metadata={"help": "examples (or packed rows) per forward pass"})
+    max_length: int = field(default=4096, metadata={"help": "tokens per example (longer ones are dropped)"})
+    packing: bool = field(default=False, metadata={"help": "pack examples into rows with position resets"})
+    eval_fraction: float = field(default=0.05, metadata={"help": "held-out share of the examples"})
+    seed: int = field(default=0, metadata={"help": "split, order and tiny-model seed"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps with linear warm-up"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "cosine or constant after warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 disables it"})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations"})
+    checkpoint_every: int = field(
+        default=100, metadata={"help": "optimizer steps between checkpoints; 0 = end only"}
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "complete checkpoints kept"})
+    eval_every: int = field(
+        default=0, metadata={"help": "optimizer steps between held-out evaluations; 0 = end only"}
+    )
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in out"})
+    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class SFTExample:
+    """One tokenized conversation: ``labels[t]`` is ``input_ids[t]`` on assistant tokens, else -100."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_targets(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def read_chat_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
+    """The conversations of a chat-format JSONL file. A bad line is a UserError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"SFT data file {path} not found")
+    conversations = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"SFT data file {path} line {lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{where} is not valid JSON: {exc.msg}") from None
+            messages = record.get("messages") if isinstance(record, dict) else None
+            if not isinstance(messages, list) or len(messages) < 2:
+                raise UserError(f"{where} needs a 'messages' list with a prompt and an assistant turn")
+            for m in messages:
+                if not (
+                    isinstance(m, dict)
+                    and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content"), str)
+                ):
+                    raise UserError(f"{where}: every message needs string 'role' and 'content' fields")
+            if messages[-1]["role"] != "assistant":
+                raise UserError(
+                    f"{where}: the last message must have role 'assistant', got {messages[-1]['role']!r}"
+                )
+            conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
+    if not conversations:
+        raise UserError(f"SFT data file {path} holds no examples")
+    return conversations
+
+
+def encode_chat(messages: list[dict[str, str]], tokenizer: Any) -> SFTExample:
+    """Tokenize one conversation with labels on the final assistant turn only (see the module docstring)."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise UserError(
+            "the chat template does not render the prompt (with its generation prompt) as a prefix of the "
+            "whole conversation, so assistant tokens cannot be located; use a tokenizer whose template does"
+        )
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is not None:
+        if eos in answer_ids:
+            answer_ids = answer_ids[: answer_ids.index(eos) + 1]
+        else:
+            answer_ids = [*answer_ids, eos]
+    return SFTExample(list(prompt_ids) + list(answer_ids), [IGNORE] * len(prompt_ids) + list(answer_ids))
+
+
+def pad_batch(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` of shape [B, L]."""
+    L = max(len(e.input_ids) for e in examples)
+    ids_BL = torch.full((len(examples), L), pad_id, dtype=torch.long)
+    mask_BL = torch.zeros((len(examples), L), dtype=torch.long)
+    labels_BL = torch.full((len(examples), L), IGNORE, dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids_BL[i, :n] = torch.tensor(e.input_ids)
+        mask_BL[i, :n] = 1
+        labels_BL[i, :n] = torch.tensor(e.labels)
+    return {"input_ids": ids_BL, "attention_mask": mask_BL, "labels": labels_BL}
+
+
+def pack_rows(examples: list[SFTExample], max_length: int) -> list[list[SFTExample]]:
+    """Group examples into rows of at most ``max_length`` tokens, first fit in the given order."""
+    rows: list[list[SFTExample]] = []
+    sizes: list[int] = []
+    for e in examples:
+        n = len(e.input_ids)
+        for i, size in enumerate(sizes):
+            if size + n <= max_length:
+                rows[i].append(e)
+                sizes[i] += n
+                break
+        else:
+            rows.append([e])
+            sizes.append(n)
+    return rows
+
+
+def packed_batch(rows: list[list[SFTExample]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Packed rows: ``input_ids``, ``position_ids`` (restarting at 0 per example and for the padding)
+    and ``labels`` of shape [R, L]; no attention mask (the position resets delimit the examples)."""
+    L = max(sum(len(e.input_ids) for e in row) for row in rows)
+    ids_RL = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    pos_RL = torch.zeros((len(rows), L), dtype=torch.long)
+    labels_RL = torch.full((len(rows), L), IGNORE, dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for e in row:
+            n = len(e.input_ids)
+            ids_RL[r, at : at + n] = torch.tensor(e.input_ids)
+            pos_RL[r, at : at + n] = torch.arange(n)
+            labels_RL[r, at : at + n] = torch.tensor(e.labels)
+            at += n
+        pos_RL[r, at:] = torch.arange(L - at)
+    return {"input_ids": ids_RL, "position_ids": pos_RL, "labels": labels_RL}
+
+
+def masked_lm_loss(logits_BLV: torch.Tensor, labels_BL: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(sum of next-token cross-entropies over positions whose target label is not -100, their count).
+
+    The logits at position t predict token t + 1, so they are scored against ``labels[:, t + 1]``.
+    """
+    targets_BT = labels_BL[:, 1:]
+    logits_BTV = logits_BLV[:, :-1]
+    keep = targets_BT != IGNORE
+    count = int(keep.sum())
+    if count == 0:
+        return logits_BLV.sum() * 0.0, 0
+    loss = F.cross_entropy(logits_BTV[keep].float(), targets_BT[keep], reduction="sum")
+    return loss, count
+
+
+def _forward_loss(model, batch: dict[str, torch.Tensor], device) -> tuple[torch.Tensor, int]:
+    batch = {k: v.to(device) for k, v in batch.items()}
+    labels = batch.pop("labels")
+    out = model(**batch, use_cache=False)
+    return masked_lm_loss(out.logits, labels)
+
+
+def _micro_batches(examples: list[SFTExample], cfg: SFTConfig, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    if cfg.packing:
+        rows = pack_rows(examples, cfg.max_length)
+        return [
+            packed_batch(rows[i : i + cfg.micro_batch_size], pad_id)
+            for i in range(0, len(rows), cfg.micro_batch_size)
+        ]
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))  # less padding per micro-batch
+    return [
+        pad_batch(ordered[i : i + cfg.micro_batch_size], pad_id)
+        for i in range(0, len(ordered), cfg.micro_batch_size)
+    ]
+
+
+@torch.no_grad()
+def heldout_loss(model, examples: list[SFTExample], cfg: SFTConfig, pad_id: int, device) -> float | None:
+    """Token-mean cross-entropy on the assistant tokens of ``examples`` (None when there are none)."""
+    if not examples:
+        return None
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in _micro_batches(examples, cfg, pad_id):
+        loss, n = _forward_loss(model, batch, device)
+        total += float(loss)
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _fingerprint(examples: list[SFTExample]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.input_ids, e.labels]).encode())
+    return h.hexdigest()[:16]
+
+
+def split_examples(
+    examples: list[SFTExample], eval_fraction: float, seed: int
+) -> tuple[list[SFTExample], list[SFTExample]]:
+    """(train, held-out): a seeded shuffle, the first ``ceil(fraction * n)`` (at least 1 when > 0) held out."""
+    order = np.random.default_rng([seed, 7919]).permutation(len(examples))
+    n_eval = 0 if eval_fraction <= 0 else max(1, math.ceil(eval_fraction * len(examples)))
+    n_eval = min(n_eval, len(examples) - 1)
+    held = [examples[int(i)] for i in order[:n_eval]]
+    train = [examples[int(i)] for i in order[n_eval:]]
+    return train, held
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+def _validate(cfg: SFTConfig) -> None:
+    checks = [
+        (cfg.role in ROLES, f"--role must be proposer or solver; got {cfg.role!r}"),
+        (cfg.epochs > 0, f"--epochs must be > 0; got {cfg.epochs}"),
+        (cfg.lr > 0, f"--lr must be > 0; got {cfg.lr}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1; got {cfg.batch_size}"),
+        (cfg.micro_batch_size >= 1, f"--micro-batch-size must be >= 1; got {cfg.micro_batch_size}"),
+        (cfg.max_length >= 2, f"--max-length must be >= 2; got {cfg.max_length}"),
+        (0 <= cfg.eval_fraction < 1, f"--eval-fraction must be in [0, 1); got {cfg.eval_fraction}"),
+        (0 <= cfg.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1); got {cfg.warmup_ratio}"),
+        (
+            cfg.lr_schedule in ("cosine", "constant"),
+            f"--lr-schedule must be cosine or constant; got {cfg.lr_schedule!r}",
+        ),
+        (cfg.checkpoint_every >= 0, f"--checkpoint-every must be >= 0; got {cfg.checkpoint_every}"),
+        (bool(cfg.out), "--out is required"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def train_sft(cfg: SFTConfig) -> dict[str, Any]:
+    """Fine-tune ``cfg.model`` on ``cfg.data``; write the HF model directory ``cfg.out``; return a summary.
+
+    The summary (also written to ``OUT/sft_summary.json``) holds the held-out loss before and after
+    training, the last training loss, step and example counts and the dropped (too long) examples.
+    """
+    from accelerate import Accelerator
+    from tqdm import tqdm
+    from transformers import get_scheduler
+
+    from pasodoble.checkpoint import (
+        latest_checkpoint,
+        load_checkpoint,
+        rng_state,
+        save_checkpoint,
+        set_rng_state,
+    )
+    from pasodoble.config import ModelConfig
+    from pasodoble.models import load_model_and_tokenizer
+
+    _validate(cfg)
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    conversations = read_chat_jsonl(cfg.data)
+    model, tokenizer = load_model_and_tokenizer(cfg.model, ModelConfig(dtype=cfg.dtype), seed=cfg.seed)
+    encoded = [encode_chat(m, tokenizer) for m in conversations]
+    examples = [e for e in encoded if len(e.input_ids) <= cfg.max_length and e.num_targets > 0]
+    dropped = len(encoded) - len(examples)
+    if not examples:
+        raise UserError(
+            f"no example of {cfg.data} fits --max-length {cfg.max_length} tokens; raise --max-length"
+        )
+    train, held = split_examples(examples, cfg.eval_fraction, cfg.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_ratio * total_steps)
+    scheduler = get_scheduler(
+        "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=total_steps,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    device = accelerator.device
+    unwrapped = accelerator.unwrap_model(model)
+
+    fingerprint = _fingerprint(examples)
+    step, epoch, position = 0, 0, 0
+    eval_before = None
+    history: list[dict[str, Any]] = []
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if cfg.resume and ckpt is None and not (out / "checkpoints").exists():
+        raise UserError(f"--resume: no checkpoint in {out}; start without --resume")
+    if ckpt is not None:
+        tensors, state = load_checkpoint(ckpt)
+        if state["fingerprint"] != fingerprint:
+            raise UserError(
+                f"--resume: {cfg.data} (or --max-length/--model) differs from the run in {out}; "
+                "resume with the same data and settings"
+            )
+        unwrapped.load_state_dict(tensors["model"])
+        optimizer.load_state_dict(tensors["optimizer"])
+        scheduler.load_state_dict(tensors["scheduler"])
+        set_rng_state(tensors["rng"])
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        eval_before = state["eval_loss_before"]
+        history = state["history"]
+    elif accelerator.is_main_process and out.exists() and (out / "checkpoints").exists() and not cfg.resume:
+        raise UserError(f"{out} already holds an SFT run; pass --resume to continue it or pick another --out")
+
+    if eval_before is None:
+        eval_before = heldout_loss(model, held, cfg, pad_id, device)
+
+    def save(at_step: int) -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(
+                out,
+                at_step,
+                tensors={
+                    "model": accelerator.get_state_dict(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                },
+                state={
+                    "step": at_step,
+                    "epoch": epoch,
+                    "position": position,
+                    "fingerprint": fingerprint,
+                    "eval_loss_before": eval_before,
+                    "history": history,
+                    "config": asdict(cfg),
+                },
+                keep=cfg.keep_checkpoints,
+            )
+        accelerator.wait_for_everyone()
+
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=f"sft {cfg.role}",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (cfg.progress and accelerator.is_main_process),
+    )
+    last_loss = None
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
+    while step < total_steps:
+        if position >= len(train):
+            epoch, position = epoch + 1, 0
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
+        batch_examples = [train[int(i)] for i in order[position : position + cfg.batch_size]]
+        position += len(batch_examples)
+        mine = batch_examples[rank::world]
+        local_tokens = sum(e.num_targets for e in mine)
+        tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=device), reduction="sum"))
+        loss_sum = 0.0
+        for micro in _micro_batches(mine, cfg, pad_id) if mine else []:
+            loss, _ = _forward_loss(model, micro, device)
+            accelerator.backward(loss * world / max(tokens, 1))
+            loss_sum += float(loss.detach())
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        global_loss = float(accelerator.reduce(torch.tensor(loss_sum, device=device), reduction="sum"))
+        last_loss = global_loss / max(tokens, 1)
+        record: dict[str, Any] = {
+            "step": step,
+            "loss": last_loss,
+            "lr": scheduler.get_last_lr()[0],
+            "epoch": epoch,
+        }
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+            record["eval_loss"] = heldout_loss(model, held, cfg, pad_id, device)
+        history.append(record)
+        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{record['lr']:.2e}")
+        bar.update(1)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            save(step)
+    bar.close()
+
+    eval_after = heldout_loss(model, held, cfg, pad_id, device)
+    save(step)
+    summary = {
+        "role": cfg.role,
+        "model": cfg.model,
+        "data": str(cfg.data),
+        "examples": len(encoded),
+        "train_examples": len(train),
+        "eval_examples": len(held),
+        "dropped_too_long": dropped,
+        "steps": step,
+        "epochs": cfg.epochs,
+        "eval_loss_before": eval_before,
+        "eval_loss_after": eval_after,
+        "train_loss_last": last_loss if last_loss is not None else (history[-1]["loss"] if history else None),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if accelerator.is_main_process:
+        state = accelerator.get_state_dict(model)
+        unwrapped.save_pretrained(out, state_dict=state)
+        tokenizer.save_pretrained(out)
+        (out / "sft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with open(out / "metrics.jsonl", "w", encoding="utf-8") as fh:
+            for rec in history:
+                fh.write(json.dumps(rec) + "\n")
+    accelerator.wait_for_everyone()
+    return summary

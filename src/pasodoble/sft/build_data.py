@@ -218,7 +218,9 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                     snippet = kb.sample(cap_tokenizer)
                     snippets.append(snippet)
                     requests.append(
-                        _request("proposer", i, user_message(PROPOSER, snippet=snippet), 1, cfg, teacher.name)
+                        _request(
+                            "proposer", i, user_message(PROPOSER, snippet=snippet), 1, cfg, teacher.model
+                        )
                     )
                 issued += k
                 counts["proposer"]["requests"] += k
@@ -257,7 +259,7 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                         user_message(SOLVER, problem=c["question"].problem),
                         n_check,
                         cfg,
-                        checker.name,
+                        checker.model,
                     )
                     for c in candidates
                 ]
@@ -300,7 +302,7 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                         user_message(SOLVER, problem=c["question"].problem),
                         cfg.solver_samples,
                         cfg,
-                        teacher.name,
+                        teacher.model,
                     )
                     for c in kept
                 ]

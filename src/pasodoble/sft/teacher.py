@@ -66,7 +66,8 @@ class TeacherReply:
 class Teacher(Protocol):
     """Answers requests, calling ``on_reply`` once per finished request (from any thread)."""
 
-    name: str
+    name: str  # for humans: model and endpoint
+    model: str  # the model name alone: part of every request id (so a new port or host keeps them)
 
     def complete(
         self, requests: Sequence[TeacherRequest], on_reply: Callable[[TeacherReply], None]
@@ -361,6 +362,7 @@ class LocalTeacher:
         self.tokenizer = tokenizer
         self.backend = HFBackend(model, tokenizer, generation_batch_size=generation_batch_size)
         self.generation_batch_size = generation_batch_size
+        self.model = name_or_path
         self.name = name_or_path
 
     def complete(self, requests: Sequence[TeacherRequest], on_reply: Callable[[TeacherReply], None]) -> None:

@@ -1,0 +1,162 @@
+"""`pasodoble sft build-data` end to end against a real local chat-completions endpoint.
+
+The endpoint is ``chat_server.ChatServer`` (http.server on 127.0.0.1, the OpenAI wire format) with a
+deterministic scripted responder (not a model: it is instant and lets the test plant invalid
+proposals and wrong answers whose rejection counts must show up in the data card).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chat_server import ChatServer  # noqa: E402
+
+from pasodoble.cli import main  # noqa: E402
+from pasodoble.extract import last_boxed
+from pasodoble.parse import parse_proposal
+from pasodoble.prompts import PROPOSER, SOLVER, user_message
+from pasodoble.rewards import question_validity
+
+FAST = ["--grader-workers", "0", "--no-progress", "--backoff", "0.01"]
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _build(url: str, out: Path, *extra: str) -> int:
+    argv = ["sft", "build-data", "--teacher", url, "--knowledge", "tiny", "--size", "12", "--out", str(out)]
+    return main([*argv, "--concurrency", "4", "--solver-samples", "2", *FAST, *extra])
+
+
+def test_build_data_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TEACHER_KEY", "sekret")
+    # 1. an uninterrupted run
+    with ChatServer(api_key="sekret") as server:
+        assert _build(server.url, tmp_path / "full", "--api-key-env", "TEACHER_KEY") == 0
+        full_requests = server.served
+    out = tmp_path / "full"
+    card = json.loads((out / "data_card.json").read_text())
+    proposer, solver = _lines(out / "proposer.jsonl"), _lines(out / "solver.jsonl")
+    assert card["files"] == {"proposer.jsonl": len(proposer), "solver.jsonl": len(solver)}
+    assert card["proposer"]["kept"] == len(proposer) == 12
+    assert card["solver"]["kept"] == len(solver) == 24  # two distinct right answers per problem
+    rejected = card["proposer"]["rejected"]
+    assert rejected.get("no_problem", 0) > 0 and rejected.get("check_disagree", 0) > 0
+    assert card["proposer"]["requests"] == card["proposer"]["kept"] + sum(rejected.values())
+    assert card["usage"]["teacher"]["total_tokens"] > 0
+    assert card["usage"]["teacher"]["requests_with_usage"] == full_requests
+    assert card["teacher"]["model"].startswith("scripted-teacher @ http://127.0.0.1:")
+    assert "| proposer |" in (out / "data_card.md").read_text()
+    for rec in proposer:
+        user, assistant = rec["messages"]
+        assert user["role"] == "user" and assistant["role"] == "assistant"
+        assert user["content"].startswith(user_message(PROPOSER, snippet="X").split("<snippet>")[0])
+        q = parse_proposal(assistant["content"])
+        assert question_validity(q).valid and q.answer == rec["meta"]["answer"]
+    for rec in solver:
+        user, assistant = rec["messages"]
+        assert user["content"].startswith(user_message(SOLVER, problem="").rstrip())
+        assert last_boxed(assistant["content"]) == rec["meta"]["answer"]
+
+    # 2. the server dies after 9 answers: the command aborts with a one-line error ...
+    part = tmp_path / "part"
+    capsys.readouterr()
+    with ChatServer(fail_after=9) as dying:
+        assert _build(dying.url, part, "--max-retries", "1") == 1
+        first = dict(dying.prompts)
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "HTTP 500" in err and "failed after 2 attempts" in err
+    assert sum(first.values()) == 9
+    assert len((part / "journal.jsonl").read_text().splitlines()) == 9  # every answer was kept
+    # ... and the rerun completes without asking for any finished request again
+    with ChatServer() as healthy:
+        assert _build(healthy.url, part) == 0
+        second = dict(healthy.prompts)
+    assert not set(first) & set(second)
+    assert max(second.values()) == 1
+    assert sum(first.values()) + sum(second.values()) == full_requests
+    assert (part / "proposer.jsonl").read_text() == (out / "proposer.jsonl").read_text()
+    assert (part / "solver.jsonl").read_text() == (out / "solver.jsonl").read_text()
+    assert json.loads((part / "data_card.json").read_text())["proposer"] == card["proposer"]
+
+
+def test_build_data_with_a_separate_checker(tmp_path):
+    with ChatServer(model="teacher") as teacher, ChatServer(model="checker") as checker:
+        rc = main(
+            ["sft", "build-data", "--teacher", teacher.url, "--checker", checker.url, "--size", "4"]
+            + ["--out", str(tmp_path), "--solver-samples", "1", *FAST]
+        )
+        assert rc == 0
+        # the checker saw only Solver prompts; the teacher also answered the Solver prompts of kept problems
+        assert all("<snippet>" not in k for k in checker.prompts)
+        card = json.loads((tmp_path / "data_card.json").read_text())
+        assert card["solver"]["requests"] == 4 and card["solver"]["kept"] == 4
+        assert card["checker"]["model"].startswith("checker @") and not card["checker"]["is_teacher"]
+        assert set(card["usage"]) == {"teacher", "checker"}
+
+
+def test_build_data_with_a_local_teacher(tmp_path):
+    # the random tiny model writes no valid problem: everything is rejected, and the card says why
+    rc = main(
+        ["sft", "build-data", "--teacher", "tiny", "--size", "2", "--out", str(tmp_path), "--max-tokens", "6"]
+        + ["--no-progress", "--grader-workers", "0"]
+    )
+    assert rc == 0
+    card = json.loads((tmp_path / "data_card.json").read_text())
+    assert card["proposer"]["requests"] == 8  # the default budget: 4 x size
+    assert card["proposer"]["kept"] == 0 and sum(card["proposer"]["rejected"].values()) == 8
+    assert card["usage"]["teacher"]["completion_tokens"] > 0
+    assert (tmp_path / "proposer.jsonl").read_text() == ""
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    assert _build(url, tmp_path / "a", "--teacher-model", "m", "--max-retries", "2") == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{url}/chat/completions failed after 3 attempts" in err
+
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    assert _build(url, tmp_path / "b", "--api-key-env", "NO_SUCH_KEY_VAR") == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "NO_SUCH_KEY_VAR" in err and "not set" in err
+
+    with ChatServer(api_key="right") as server:
+        monkeypatch.setenv("WRONG_KEY", "wrong")
+        assert _build(server.url, tmp_path / "c", "--api-key-env", "WRONG_KEY") == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "HTTP 401" in err
+
+    bad = tmp_path / "bad.jsonl"
+    ok = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    bad.write_text(ok + "\n" + ok + "\n{oops\n")
+    rc = main(
+        [
+            "sft",
+            "train",
+            "--role",
+            "solver",
+            "--data",
+            str(bad),
+            "--model",
+            "tiny",
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
+    assert rc == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{bad} line 3 is not valid JSON" in err

@@ -12,6 +12,8 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chat_server import ChatServer  # noqa: E402
@@ -160,3 +162,146 @@ def test_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert rc == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"{bad} line 3 is not valid JSON" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# pasodoble sft train on the tiny model
+
+
+def _synthetic(role: str, n: int, seed: int = 0) -> list[str]:
+    """Chat-format lines of templated arithmetic examples in the role's format (RL prompts as user turns;
+    the Proposer's is the no-knowledge prompt, the shortest, to keep the test fast)."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        a, b = rng.randint(1, 19), rng.randint(1, 19)
+        if role == "proposer":
+            user = user_message(PROPOSER, snippet=None)
+            answer = (
+                f"<think>\nI ask for the sum of {a} and {b}.\n</think>\n<problem>What is {a} + {b}?</problem>\n"
+                f"{a} + {b} = {a + b}, so the answer is \\boxed{{{a + b}}}."
+            )
+        else:
+            user = user_message(SOLVER, problem=f"What is {a} + {b}?")
+            answer = (
+                f"<think>\nAdd {a} and {b}.\n</think>\n{a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}."
+            )
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        lines.append(json.dumps({"messages": messages}) + "\n")
+    return lines
+
+
+def _format_rate(model_dir: Path, role: str, prompts: int = 16, n: int = 2) -> float:
+    """Share of sampled outputs (temperature 0.6) in the role's format."""
+    from transformers import AutoModelForCausalLM
+
+    from pasodoble.models import load_tokenizer
+    from pasodoble.prompts import build_prompt
+    from pasodoble.rollout.base import SamplingParams
+    from pasodoble.rollout.hf import HFBackend
+    from pasodoble.types import ParseFailure
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = load_tokenizer(str(model_dir))
+    if role == "proposer":
+        texts = [build_prompt(PROPOSER, tok, snippet=None)] * prompts
+    else:
+        texts = [
+            build_prompt(SOLVER, tok, problem=f"What is {a} + {2 * a % 17 + 1}?") for a in range(prompts)
+        ]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    groups = HFBackend(model, tok).generate(
+        ids, SamplingParams(temperature=0.6, max_new_tokens=96, n=n, seed=1)
+    )
+    outputs = [c.text for g in groups for c in g]
+    if role == "proposer":
+        ok = [not isinstance(parse_proposal(t), ParseFailure) and "</think>" in t for t in outputs]
+    else:
+        ok = [last_boxed(t) is not None for t in outputs]
+    return sum(ok) / len(ok)
+
+
+def _train(data: Path, out: Path, *extra: str) -> dict:
+    argv = ["sft", "train", "--data", str(data), "--model", "tiny", "--out", str(out), "--no-progress"]
+    assert main([*argv, *extra]) == 0
+    return json.loads((out / "sft_summary.json").read_text())
+
+
+SETTINGS = {
+    # role: (examples, epochs, lr, batch size); tuned to pass with margin (format rate 1.0 when tuned)
+    "solver": ("200", "4", "3e-3", "12"),
+    "proposer": ("200", "4", "3e-3", "8"),
+}
+
+
+@pytest.mark.parametrize("role", ["solver", "proposer"])
+def test_sft_lowers_heldout_loss_and_teaches_the_format(role, tmp_path, one_thread):
+    examples, epochs, lr, batch = SETTINGS[role]
+    data = tmp_path / f"{role}.jsonl"
+    data.write_text("".join(_synthetic(role, int(examples))))
+    out = tmp_path / "model"
+    summary = _train(
+        data,
+        out,
+        "--role",
+        role,
+        "--epochs",
+        epochs,
+        "--lr",
+        lr,
+        "--batch-size",
+        batch,
+        "--micro-batch-size",
+        batch,
+        "--eval-fraction",
+        "0.1",
+        "--max-length",
+        "512",
+        "--warmup-ratio",
+        "0.1",
+    )
+    print(role, json.dumps(summary))
+    assert summary["eval_examples"] == 20 and summary["train_examples"] == 180
+    assert summary["eval_loss_after"] < 0.25 * summary["eval_loss_before"]
+    rate = _format_rate(out, role)
+    print(f"{role} format rate {rate:.3f}")
+    assert rate >= 0.9
+
+
+def test_sft_resume_continues_bit_for_bit(tmp_path, one_thread):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    data = tmp_path / "solver.jsonl"
+    data.write_text("".join(_synthetic("solver", 40)))
+    args = [
+        "--role",
+        "solver",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "6",
+        "--micro-batch-size",
+        "3",
+    ]
+    args += ["--checkpoint-every", "2", "--eval-fraction", "0.1", "--packing", "--max-length", "256"]
+    full = _train(data, tmp_path / "full", *args)
+    assert full["steps"] == 12  # 36 training examples, 6 per step, 2 epochs
+    # a run stopped after step 10: keep only its step-10 checkpoint, then resume it
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "full" / "checkpoints", part / "checkpoints")
+    shutil.rmtree(part / "checkpoints" / "step_00000012")
+    assert [p.name for p in (part / "checkpoints").iterdir()] == ["step_00000010"]
+    resumed = _train(data, part, *args, "--resume")
+    assert resumed["steps"] == 12 and resumed["eval_loss_before"] == full["eval_loss_before"]
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "full").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(part).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a second run into a finished directory must say so instead of overwriting it
+    assert main(["sft", "train", "--data", str(data), "--model", "tiny", "--out", str(part), *args]) == 1

@@ -26,7 +26,6 @@ Snippet ids are stable: ``file:line`` (jsonl, txt paragraph start), ``file:row``
 from __future__ import annotations
 
 import itertools
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import numpy as np
 
 from pasodoble.config import KnowledgeConfig
 from pasodoble.errors import UserError
+from pasodoble.jsonl import read_jsonl
 from pasodoble.types import Snippet
 
 SUFFIXES = (".jsonl", ".parquet", ".txt")
@@ -68,31 +68,17 @@ def _field_error(path: Path, where: str, field: str, available: list[str]) -> Us
 
 def _read_jsonl(path: Path, field: str, prefix: str) -> list[Snippet]:
     snippets: list[Snippet] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(
-                        f"knowledge file {path} line {lineno} is not valid JSON: {exc.msg}"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise UserError(f"knowledge file {path} line {lineno} must be a JSON object")
-                if field not in record:
-                    raise _field_error(path, f" line {lineno}", field, list(record))
-                text = record[field]
-                if not isinstance(text, str):
-                    raise UserError(
-                        f"knowledge file {path} line {lineno}: field '{field}' must be a string, "
-                        f"got {type(text).__name__}"
-                    )
-                if text.strip():
-                    snippets.append(Snippet(f"{prefix}:{lineno}", text.strip()))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read knowledge file {path}: {exc}") from None
+    for lineno, record in read_jsonl(path, "knowledge file"):
+        if field not in record:
+            raise _field_error(path, f" line {lineno}", field, list(record))
+        text = record[field]
+        if not isinstance(text, str):
+            raise UserError(
+                f"knowledge file {path} line {lineno}: field '{field}' must be a string, "
+                f"got {type(text).__name__}"
+            )
+        if text.strip():
+            snippets.append(Snippet(f"{prefix}:{lineno}", text.strip()))
     return snippets
 
 

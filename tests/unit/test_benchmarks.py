@@ -73,7 +73,7 @@ def test_jsonl_missing_field_names_file_and_line(tmp_path):
     with pytest.raises(UserError, match=r"bad\.jsonl line 2: missing field 'answer'"):
         load_benchmark(str(path))
     path.write_text("{not json\n")
-    with pytest.raises(UserError, match=r"line 1: not valid JSON"):
+    with pytest.raises(UserError, match=r"line 1 is not valid JSON"):
         load_benchmark(str(path))
 
 

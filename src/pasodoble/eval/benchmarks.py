@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pasodoble.errors import UserError
+from pasodoble.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -165,28 +166,17 @@ def read_problems_jsonl(path: str | os.PathLike[str]) -> list[Problem]:
     A line that is not a JSON object or lacks a field raises UserError naming the file and line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"benchmark file {path} not found")
     problems: list[Problem] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path} line {lineno}: expected a JSON object with 'problem' and 'answer'")
-            for key in ("problem", "answer"):
-                if record.get(key) is None:
-                    raise UserError(f"{path} line {lineno}: missing field '{key}'")
-            pid = str(record["id"]) if record.get("id") is not None else f"{path.stem}-{lineno - 1}"
-            if pid in seen:
-                raise UserError(f"{path} line {lineno}: duplicate id '{pid}'")
-            seen.add(pid)
-            problems.append(Problem(pid, str(record["problem"]), _as_answer(record["answer"])))
+    for lineno, record in read_jsonl(path, "benchmark file"):
+        for key in ("problem", "answer"):
+            if record.get(key) is None:
+                raise UserError(f"{path} line {lineno}: missing field '{key}'")
+        pid = str(record["id"]) if record.get("id") is not None else f"{path.stem}-{lineno - 1}"
+        if pid in seen:
+            raise UserError(f"{path} line {lineno}: duplicate id '{pid}'")
+        seen.add(pid)
+        problems.append(Problem(pid, str(record["problem"]), _as_answer(record["answer"])))
     if not problems:
         raise UserError(f"benchmark file {path} holds no problems")
     return problems

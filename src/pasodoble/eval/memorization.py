@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pasodoble.errors import UserError
+from pasodoble.jsonl import read_jsonl
 
 
 def lcs_length(a: Sequence[Any], b: Sequence[Any]) -> int:
@@ -52,26 +53,17 @@ def read_questions(
     ``valid_only`` also lines whose ``valid`` field is false; a file with none is a UserError.
     Duplicates are kept once, in first-seen order."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"questions file {p} not found")
     seen: dict[str, None] = {}
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{p} line {lineno}: not valid JSON ({exc.msg})") from None
-            problem = record.get("problem") if isinstance(record, dict) else None
-            if valid_only and isinstance(record, dict) and record.get("valid") is False:
-                continue
-            if isinstance(problem, dict):  # a nested question record
-                problem = problem.get("problem")
-            if isinstance(problem, str) and problem.strip():
-                seen.setdefault(problem.strip(), None)
-            if limit is not None and len(seen) >= limit:
-                break
+    for _, record in read_jsonl(p, "questions file"):
+        problem = record.get("problem")
+        if valid_only and record.get("valid") is False:
+            continue
+        if isinstance(problem, dict):  # a nested question record
+            problem = problem.get("problem")
+        if isinstance(problem, str) and problem.strip():
+            seen.setdefault(problem.strip(), None)
+        if limit is not None and len(seen) >= limit:
+            break
     if not seen:
         raise UserError(f"{p} has no line with a non-empty 'problem' field")
     return list(seen)

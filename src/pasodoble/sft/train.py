@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from pasodoble.errors import UserError
+from pasodoble.jsonl import read_jsonl
 
 IGNORE = -100
 ROLES = ("proposer", "solver")
@@ -104,33 +105,22 @@ class SFTExample:
 def read_chat_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
     """The conversations of a chat-format JSONL file. A bad line is a UserError naming file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"SFT data file {path} not found")
     conversations = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"SFT data file {path} line {lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{where} is not valid JSON: {exc.msg}") from None
-            messages = record.get("messages") if isinstance(record, dict) else None
-            if not isinstance(messages, list) or len(messages) < 2:
-                raise UserError(f"{where} needs a 'messages' list with a prompt and an assistant turn")
-            for m in messages:
-                if not (
-                    isinstance(m, dict)
-                    and isinstance(m.get("role"), str)
-                    and isinstance(m.get("content"), str)
-                ):
-                    raise UserError(f"{where}: every message needs string 'role' and 'content' fields")
-            if messages[-1]["role"] != "assistant":
-                raise UserError(
-                    f"{where}: the last message must have role 'assistant', got {messages[-1]['role']!r}"
-                )
-            conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
+    for lineno, record in read_jsonl(path, "SFT data file"):
+        where = f"SFT data file {path} line {lineno}"
+        messages = record.get("messages")
+        if not isinstance(messages, list) or len(messages) < 2:
+            raise UserError(f"{where} needs a 'messages' list with a prompt and an assistant turn")
+        for m in messages:
+            if not (
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            ):
+                raise UserError(f"{where}: every message needs string 'role' and 'content' fields")
+        if messages[-1]["role"] != "assistant":
+            raise UserError(
+                f"{where}: the last message must have role 'assistant', got {messages[-1]['role']!r}"
+            )
+        conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
     if not conversations:
         raise UserError(f"SFT data file {path} holds no examples")
     return conversations

@@ -55,6 +55,11 @@ class ModelConfig:
         None, "Attention kernel passed to from_pretrained (e.g. 'sdpa', 'flash_attention_2'); null = default."
     )
     trust_remote_code: bool = _f(False, "Allow model repositories to run their own Python code.")
+    num_parameters: int | None = _f(
+        None,
+        "Parameter count used by the memory check (pasodoble.topology); null = computed from the model's "
+        "config (hidden size, layers, vocabulary, MLP width). Set it for architectures the formula misses.",
+    )
 
 
 @dataclass
@@ -84,6 +89,97 @@ class RolloutConfig:
         False,
         "Append '<think>\\n' after the chat template's generation prompt so completions start inside the "
         "thinking section (for models trained to think whose template does not open it).",
+    )
+
+
+@dataclass
+class VLLMConfig:
+    """The vLLM rollout backend (``rollout.backend=vllm``, GPU only; see docs/scaling.md)."""
+
+    mode: str = _f(
+        "colocated",
+        "colocated: an in-process vllm.LLM per role and training process, sharing its GPU with the learner; "
+        "server: one `python -m pasodoble.rollout.vllm serve` engine per role on its own GPUs, reached over HTTP.",
+        choices=("colocated", "server"),
+    )
+    proposer_url: str | None = _f(
+        None,
+        "Server mode: base URL of the Proposer's engine, e.g. http://node0:8100 (required in server mode).",
+    )
+    solver_url: str | None = _f(
+        None,
+        "Server mode: base URL of the Solver's engine, e.g. http://node0:8101 (required in server mode).",
+    )
+    gpu_memory_utilization: float = _f(
+        0.3,
+        "Colocated: share of each GPU's memory one engine may take (weights + KV cache); two engines (one per "
+        "role) share every learner GPU, so 2 x this + the learners' memory must fit. Server: the share of the "
+        "engine's own GPUs (0.9 is typical there).",
+    )
+    sleep_between_steps: bool = _f(
+        True,
+        "Colocated: put each engine to sleep (KV cache freed, weights offloaded) while the learners train, "
+        "and wake it before generating (vLLM sleep mode).",
+    )
+    max_model_len: int | None = _f(
+        None, "Engine context length (prompt + completion tokens); null = max_prompt_tokens + max_new_tokens."
+    )
+    enforce_eager: bool = _f(
+        False, "Disable CUDA graphs in the engine (slower decoding, faster start, less memory)."
+    )
+    logprobs_mode: str = _f(
+        "processed_logprobs",
+        "Which log-probabilities the engine returns: processed_logprobs = after temperature (what the learner "
+        "computes), raw_logprobs = before temperature.",
+        choices=("processed_logprobs", "raw_logprobs"),
+    )
+    request_timeout_s: float = _f(
+        1800.0, "Server mode: seconds one generation request may take before the run fails with an error."
+    )
+    weight_sync_timeout_s: float = _f(
+        600.0, "Server mode: seconds one weight push (all tensors of a role) may take before the run fails."
+    )
+    connect_timeout_s: float = _f(
+        300.0, "Server mode: seconds to wait for an engine's /health at start-up before failing."
+    )
+
+
+@dataclass
+class DistributedConfig:
+    """Placement of learners and engines on devices, sharding strategy, and the memory check (docs/scaling.md)."""
+
+    strategy: str = _f(
+        "fsdp2",
+        "How each role's learner is sharded over the learner processes: fsdp2 (weights, gradients and "
+        "optimizer state sharded), ddp (replicated), deepspeed_zero2 (gradients + optimizer sharded), "
+        "deepspeed_zero3 (everything sharded; deepspeed extra). Only matters with > 1 GPU process.",
+        choices=("fsdp2", "ddp", "deepspeed_zero2", "deepspeed_zero3"),
+    )
+    num_nodes: int = _f(1, "Machines in the job; each runs one process per entry of learner_devices.")
+    gpus_per_node: int | None = _f(
+        None, "GPUs per machine for the placement and memory check; null = torch.cuda.device_count()."
+    )
+    gpu_memory_gib: float | None = _f(
+        None, "Memory per GPU in GiB for the memory check; null = the first visible GPU's total memory."
+    )
+    learner_devices: list[int] = _f(
+        [],
+        "Local GPU ids that run the learner processes (one process per id, both roles' learners in each); "
+        "empty = every GPU not used by a server-mode engine. Launch with CUDA_VISIBLE_DEVICES set to them.",
+    )
+    proposer_engine_devices: list[int] = _f(
+        [], "Server mode: local GPU ids of the Proposer's vLLM engine (tensor-parallel over them), e.g. [0]."
+    )
+    solver_engine_devices: list[int] = _f(
+        [], "Server mode: local GPU ids of the Solver's vLLM engine (tensor-parallel over them), e.g. [1]."
+    )
+    memory_headroom: float = _f(
+        0.9,
+        "Share of each GPU's memory the memory check lets the estimate fill (the rest covers the CUDA "
+        "context, allocator fragmentation and estimate error).",
+    )
+    check_memory: bool = _f(
+        True, "Refuse to start when the memory model says a role does not fit; false = warn only."
     )
 
 
@@ -280,6 +376,11 @@ class RunConfig:
     tensorboard: bool = _f(False, "Also log metrics to TensorBoard (tensorboard extra).")
     wandb_project: str | None = _f(None, "Also log metrics to this Weights & Biases project (wandb extra).")
     progress: bool = _f(True, "Show progress bars.")
+    threads: int = _f(
+        0,
+        "torch CPU threads per process; 0 = auto: 1 for models under 50 M parameters on CPU (tiny models "
+        "are overhead-bound: 2 threads on a shared 2-core machine measured 20-90x slower), else torch's default.",
+    )
 
 
 @dataclass
@@ -288,6 +389,8 @@ class Config:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     proposer: RoleConfig = field(default_factory=RoleConfig)
     solver: RoleConfig = field(default_factory=_solver_defaults)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
@@ -570,11 +673,37 @@ def validate(cfg: Config) -> None:
     _check(e.every >= 0, f"eval.every must be >= 0; got {e.every}")
     if e.limit is not None:
         _check(e.limit >= 1, f"eval.limit must be >= 1 or null; got {e.limit}")
+    v = cfg.vllm
+    _check(
+        0 < v.gpu_memory_utilization < 1,
+        f"vllm.gpu_memory_utilization must be in (0, 1); got {v.gpu_memory_utilization}",
+    )
+    for key in ("request_timeout_s", "weight_sync_timeout_s", "connect_timeout_s"):
+        _check(getattr(v, key) > 0, f"vllm.{key} must be > 0; got {getattr(v, key)}")
+    if v.max_model_len is not None:
+        _check(v.max_model_len >= 2, f"vllm.max_model_len must be >= 2 or null; got {v.max_model_len}")
+    d = cfg.distributed
+    _check(d.num_nodes >= 1, f"distributed.num_nodes must be >= 1; got {d.num_nodes}")
+    if d.gpus_per_node is not None:
+        _check(d.gpus_per_node >= 0, f"distributed.gpus_per_node must be >= 0 or null; got {d.gpus_per_node}")
+    if d.gpu_memory_gib is not None:
+        _check(
+            d.gpu_memory_gib > 0, f"distributed.gpu_memory_gib must be > 0 or null; got {d.gpu_memory_gib}"
+        )
+    _check(
+        0 < d.memory_headroom <= 1, f"distributed.memory_headroom must be in (0, 1]; got {d.memory_headroom}"
+    )
+    if cfg.model.num_parameters is not None:
+        _check(
+            cfg.model.num_parameters >= 1,
+            f"model.num_parameters must be >= 1 or null; got {cfg.model.num_parameters}",
+        )
     run = cfg.run
     _check(run.max_steps >= 1, f"run.max_steps must be >= 1; got {run.max_steps}")
     _check(run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0; got {run.checkpoint_every}")
     _check(run.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1; got {run.keep_checkpoints}")
     _check(run.log_every >= 1, f"run.log_every must be >= 1; got {run.log_every}")
+    _check(run.threads >= 0, f"run.threads must be >= 0 (0 = auto); got {run.threads}")
     _check(bool(run.out_dir), "run.out_dir must not be empty")
 
 

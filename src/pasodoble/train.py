@@ -32,9 +32,10 @@ from pasodoble.errors import UserError
 from pasodoble.knowledge import KnowledgeBase
 from pasodoble.learner import Learner
 from pasodoble.metrics import RunLogger
-from pasodoble.models import load_model_and_tokenizer
+from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rollout import make_backend
+from pasodoble.topology import validate_topology
 from pasodoble.verify import Grader
 
 
@@ -77,6 +78,7 @@ class Trainer:
         self.backend_factory = backend_factory
         self.run_dir = run_dir
         self._stop_signal: int | None = None
+        validate_topology(cfg)  # placement, batch sizes and memory: refuse before anything loads
         seed_everything(cfg.run.seed)
         from accelerate import Accelerator
 
@@ -146,6 +148,7 @@ class Trainer:
         cfg = self.cfg
         tok: list = []
         proposer = self._role("proposer", tok)
+        set_cpu_threads(proposer.learner.unwrapped_model, cfg.run.threads or None)
         solver = self._role("solver", tok)
         knowledge = KnowledgeBase(cfg.knowledge, seed=cfg.run.seed)
         grader = Grader(cfg.grader) if dist.is_main() else None

@@ -5,14 +5,29 @@ from pasodoble.rollout.base import Completion, FinishReason, RolloutBackend, Sam
 __all__ = ["Completion", "FinishReason", "RolloutBackend", "SamplingParams", "make_backend"]
 
 
-def make_backend(name: str, model, tokenizer, *, generation_batch_size: int = 64) -> RolloutBackend:
-    """Build a backend by config name (``rollout.backend``); only 'hf' lives in this package today."""
+def make_backend(
+    name: str, model, tokenizer, *, generation_batch_size: int = 64, role: str | None = None, config=None
+) -> RolloutBackend:
+    """Build a backend by config name (``rollout.backend``).
+
+    ``role`` ('proposer' / 'solver') and ``config`` (the run's ``Config``) are used by the vllm backend:
+    its mode, server URL, memory share and timeouts come from ``config.vllm``.
+    """
     if name == "hf":
         from pasodoble.rollout.hf import HFBackend
 
         return HFBackend(model, tokenizer, generation_batch_size=generation_batch_size)
     if name == "vllm":
-        from pasodoble.rollout.vllm import VLLMBackend  # type: ignore[import-not-found]
+        from pasodoble.errors import UserError
 
-        return VLLMBackend(model, tokenizer, generation_batch_size=generation_batch_size)
+        try:
+            from pasodoble.rollout.vllm import VLLMBackend
+        except ImportError as exc:
+            raise UserError(
+                "rollout.backend=vllm could not be loaded: install the vllm extra "
+                f"(pip install 'pasodoble[vllm]') on a CUDA machine ({exc})"
+            ) from None
+        return VLLMBackend(
+            model, tokenizer, generation_batch_size=generation_batch_size, role=role, config=config
+        )
     raise ValueError(f"unknown rollout backend {name!r}; use 'hf' or 'vllm'")

@@ -357,9 +357,6 @@ def run_eval(
 # The real generator: a model behind a rollout backend
 
 
-SMALL_MODEL_PARAMS = 50_000_000
-
-
 def load_model_for_eval(
     name_or_path: str,
     *,
@@ -377,19 +374,15 @@ def load_model_for_eval(
     import torch
 
     from pasodoble.config import ModelConfig
-    from pasodoble.models import load_model_and_tokenizer
+    from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
 
     model, tokenizer = load_model_and_tokenizer(
         name_or_path, ModelConfig(name_or_path=name_or_path, dtype=dtype), seed=seed
     )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        if threads is None and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
-            threads = 1
-        if threads is not None:
-            torch.set_num_threads(threads)
     model.to(device)
+    set_cpu_threads(model, threads)
     model.eval()
     return model, tokenizer
 

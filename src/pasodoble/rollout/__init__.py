@@ -27,6 +27,11 @@ def make_backend(
                 "rollout.backend=vllm could not be loaded: install the vllm extra "
                 f"(pip install 'pasodoble[vllm]') on a CUDA machine ({exc})"
             ) from None
+        if role is None or config is None:
+            raise UserError(
+                "rollout.backend=vllm needs make_backend(..., role=, config=) so that vllm.* (mode, URLs, "
+                "memory share, timeouts) apply; the caller did not pass them"
+            )
         return VLLMBackend(
             model, tokenizer, generation_batch_size=generation_batch_size, role=role, config=config
         )

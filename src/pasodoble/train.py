@@ -35,7 +35,7 @@ from pasodoble.metrics import RunLogger
 from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rollout import make_backend
-from pasodoble.topology import validate_topology
+from pasodoble.topology import accelerator_kwargs, validate_topology
 from pasodoble.verify import Grader
 
 
@@ -83,7 +83,8 @@ class Trainer:
         from accelerate import Accelerator
 
         cpu = cfg.run.device == "cpu" or (cfg.run.device == "auto" and not torch.cuda.is_available())
-        self.accelerator = Accelerator(cpu=cpu)
+        # distributed.strategy (FSDP2 / DeepSpeed) applies on GPUs; CPU data parallelism is plain DDP (gloo).
+        self.accelerator = Accelerator(cpu=cpu, **({} if cpu else accelerator_kwargs(cfg)))
         if dist.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
@@ -132,6 +133,8 @@ class Trainer:
                 learner.unwrapped_model,
                 tokenizer,
                 generation_batch_size=cfg.rollout.generation_batch_size,
+                role=name,
+                config=cfg,
             )
         return Role(name, learner, backend, temperature, max_new)
 

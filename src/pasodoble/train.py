@@ -10,6 +10,7 @@ the current step, write a checkpoint and return normally.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import shutil
 import signal
@@ -209,6 +210,7 @@ class Trainer:
         e.buffer.load_state_dict(state["buffer"])
         e.knowledge.load_state_dict(state["knowledge"])
         self.logger.restore(state["logger"])
+        self._truncate_decisions()
         set_rng_state(tensors["rng"])
 
     # ------------------------------------------------------------------ held-out evaluation
@@ -349,9 +351,38 @@ class Trainer:
             **result.metrics,
             "time/step": seconds,
         }
-        if step % self.cfg.run.log_every == 0 or result.rollouts:
+        if step % self.cfg.run.log_every == 0:
             self.logger.log_metrics(step, metrics)
         self.logger.log_rollouts(result.rollouts)
+        self._log_decisions(step, result)
+
+    def _decisions_path(self) -> Path:
+        return self.run_dir / f"decisions.rank{dist.rank()}.jsonl"
+
+    def _log_decisions(self, step: int, result: StepResult) -> None:
+        """With several processes, every rank writes the decisions it trained on, one line per step
+        (``decisions.rankR.jsonl``), so anyone can check that the ranks agree."""
+        if dist.world_size() == 1:
+            return
+        record = {
+            "step": step,
+            "skipped": result.skipped,
+            "trained": result.trained,
+            "proposer_reward": [r.get("proposer_reward") for r in result.rollouts],
+            "proposer_advantage": [r.get("proposer_advantage") for r in result.rollouts],
+            "pass_rate": [r.get("pass_rate") for r in result.rollouts],
+            "solver_trained": [r.get("solver_trained") for r in result.rollouts],
+        }
+        with open(self._decisions_path(), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _truncate_decisions(self) -> None:
+        """On resume: drop decision lines of steps after the checkpoint (they are redone)."""
+        path = self._decisions_path()
+        if dist.world_size() == 1 or not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] < self.counters.step]
+        path.write_text("".join(ln + "\n" for ln in keep))
 
     def close(self) -> None:
         self.logger.close()

@@ -143,4 +143,8 @@ def test_two_process_dual_play_ranks_agree(tmp_path):
     assert len(r0["records"]) == 5
     assert r0["records"] == r1["records"]
     assert any(rec["trained"] for rec in r0["records"])
+    # the per-rank decision logs a user can compare, written by the trainer itself
+    d0 = (tmp_path / "run" / "decisions.rank0.jsonl").read_text().splitlines()
+    d1 = (tmp_path / "run" / "decisions.rank1.jsonl").read_text().splitlines()
+    assert len(d0) == 5 and d0 == d1
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 5

@@ -147,3 +147,10 @@ def test_periodic_evaluation_logs_solver_accuracy(tmp_path):
     assert last["eval/average/pass@1"] == 0.0 and last["eval/step"] == 2
     results = json.loads((tmp_path / "run" / "eval" / "step_00000002" / "results.json").read_text())
     assert results["benchmarks"]["bench"]["n"] == 3
+
+
+def test_log_every_thins_metrics_but_keeps_every_rollout(tmp_path):
+    cfg = _cfg(tmp_path, "run.max_steps=3", "run.checkpoint_every=0", "run.log_every=2")
+    run_training(cfg, backend_factory=scripted_factory)
+    assert [m["step"] for m in _lines(tmp_path / "run" / "metrics.jsonl")] == [0, 2]
+    assert {r["step"] for r in _lines(tmp_path / "run" / "rollouts.jsonl")} == {0, 1, 2}

@@ -296,13 +296,21 @@ def resolve_placement(cfg: Config, hw: Hardware) -> Placement:
 def check_batches(cfg: Config, processes: int) -> None:
     """Logical batches must split evenly over the learner processes and into whole GRPO groups.
 
-    Proposer batch = proposer.group_size (N). Solver batch in offline mode = batch_questions x M; in
-    online mode it is (trainable questions) x M, a multiple of M that varies by step, so only its
-    smallest value M is checked against the optimizer steps per batch.
+    Proposer batch = proposer.group_size (N). The Solver trains on (trainable questions) x M samples,
+    a multiple of M that varies by step (online, and offline where only the trainable questions of a
+    buffer batch count), so its smallest value M must give every process its optimizer steps:
+    M >= processes x steps_per_batch. Offline, the drawn batch batch_questions x M must also split evenly.
     """
     for role in ("proposer", "solver"):
         rc = getattr(cfg, role)
         k = rc.steps_per_batch
+        if role == "solver" and rc.group_size < processes * k:
+            raise ConfigError(
+                f"solver.group_size={rc.group_size} is smaller than {processes} learner process(es) x "
+                f"solver.steps_per_batch {k}: a step with one trainable question gives only "
+                f"{rc.group_size} Solver samples, too few for every process to make its optimizer steps; "
+                "raise solver.group_size, lower steps_per_batch or launch fewer processes"
+            )
         if role == "proposer":
             batch, what = rc.group_size, "proposer.group_size (N: the Proposer's batch)"
         elif cfg.run.mode == "offline":

@@ -168,6 +168,12 @@ def test_refuses_batch_not_divisible_by_processes():
     )
 
 
+def test_refuses_more_solver_processes_than_one_group_can_feed():
+    # one trainable question gives M = 4 Solver samples: 6 processes x 1 step each cannot all train
+    cfg = gpu_cfg("proposer.group_size=6", "solver.group_size=4")
+    refused(cfg, "solver.group_size=4 is smaller than 6 learner process(es)", num_gpus=6)
+
+
 def test_refuses_world_size_that_does_not_match_learner_devices():
     refused(
         gpu_cfg("distributed.learner_devices=[0,1]"),

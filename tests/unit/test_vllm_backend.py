@@ -214,9 +214,25 @@ def test_real_vllm_engine_generates_and_syncs(tiny_model, tiny_tokenizer, tmp_pa
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=3, return_logprobs=True)
     first = backend.generate([[1, 5, 6]], params)
     assert len(first[0]) == 2 and len(first[0][0].logprobs) == len(first[0][0].completion_ids)
+
+    # The weight push: greedy outputs after an update change exactly as the transformers backend's do.
+    from pasodoble.rollout.hf import HFBackend
+
+    hf = HFBackend(tiny_model, tiny_tokenizer)
+    greedy = SamplingParams(n=1, temperature=1.0, top_k=1, max_new_tokens=12, seed=0)
+    prompts = [[1, 5, 6], [1, 7, 8, 9], [1, 10]]
+
+    def ids(b):
+        return [group[0].completion_ids for group in b.generate(prompts, greedy)]
+
+    before = ids(backend)
+    assert before == ids(hf)
+    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in tiny_model.parameters():
-            p.zero_()
+            p.add_(torch.randn(p.shape, generator=gen) * 0.5)
     backend.sync_weights(tiny_model)
-    after = backend.generate([[1, 5, 6]], params)
-    assert after[0][0].completion_ids != first[0][0].completion_ids or after[0][1] != first[0][1]
+    hf.sync_weights(tiny_model)
+    after = ids(backend)
+    assert after == ids(hf)
+    assert after != before

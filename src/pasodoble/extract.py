@@ -85,15 +85,26 @@ def last_boxed(text: str) -> str | None:
 # macros and a joining word. Applied only to gaps of at most _MAX_GAP characters (bounded work).
 _MAX_GAP = 40
 _MAX_GROUP = 10  # at most this many adjacent boxes form one answer (bounded work)
-_GAP_RE = re.compile(
-    r"[\s,;$]*(?:\\[\])]|\\[\[(])?[\s,;$]*"
-    r"(?:(?:and|or|\\text\{\s*(?:and|or|,)?\s*\}|\\(?:quad|qquad|,|;|text\{\s*\})|&)[\s,;$]*)?"
-    r"(?:\\[\])]|\\[\[(])?[\s,;$]*"
+# one token of a joining gap: punctuation/space, math delimiters, spacing macros, \\text{ and }, and/or
+_GAP_TOKEN_RE = re.compile(
+    r"[\s,;$&]+|\\[\])\[(]|\\(?:quad|qquad|[,;:! ])|\\(?:text|mbox|textrm)\{\s*(?:and|or|,)?\s*\}|(?:and|or)\b"
 )
 
 
 def _is_joining_gap(gap: str) -> bool:
-    return len(gap) <= _MAX_GAP and _GAP_RE.fullmatch(gap) is not None
+    """Only separators between two boxes (at most _MAX_GAP characters, so bounded work), and at most
+    one joining word: ``\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}``."""
+    if len(gap) > _MAX_GAP:
+        return False
+    pos, words = 0, 0
+    while pos < len(gap):
+        m = _GAP_TOKEN_RE.match(gap, pos)
+        if m is None:
+            return False
+        if any(w in m.group() for w in ("and", "or")):
+            words += 1
+        pos = m.end()
+    return words <= 1
 
 
 def trailing_boxed(text: str) -> list[str]:
@@ -123,8 +134,23 @@ def _hashes(text: str) -> str | None:
     return line or None
 
 
-_ANSWER_IS_RE = re.compile(r"answer\s{0,3}(?:is|:)", re.IGNORECASE)
-_MATH_SEG_RE = re.compile(r"\$([^$]{1,2000})\$|\\\((.{1,2000}?)\\\)")
+# "answer is", "answer:", "**Answer:**", "**Final Answer**" (a header: the answer is on the next line)
+_ANSWER_IS_RE = re.compile(r"answer(?:\s{0,3}(?:is|:)|\*{1,2})", re.IGNORECASE)
+_MATH_SEG_RE = re.compile(r"\$\$?([^$]{1,2000})\$\$?|\\\((.{1,2000}?)\\\)|\\\[(.{1,2000}?)\\\]")
+# a copula inside the answer sentence: "The largest $n$ is 34" -> the answer follows it
+_COPULA_RE = re.compile(r"\s(?:is|are|equals|was|be)\s+(?:equal to\s+)?", re.IGNORECASE)
+
+
+def _sentence(line: str) -> str:
+    """``line`` up to the end of its first sentence (". " outside ``$...$``), without the final period."""
+    in_math = False
+    for i, ch in enumerate(line):
+        if ch == "$":
+            in_math = not in_math
+        elif ch == "." and not in_math and (i + 1 == len(line) or line[i + 1].isspace()):
+            if not (i > 0 and line[i - 1].isdigit() and i + 1 < len(line) and line[i + 1].isdigit()):
+                return line[:i]
+    return line
 
 
 def _answer_is(text: str) -> str | None:
@@ -134,18 +160,26 @@ def _answer_is(text: str) -> str | None:
     if last is None:
         return None
     rest = text[last.end() : last.end() + 2000]
-    line = rest.split("\n", 1)[0].strip()
+    line, _, after = rest.partition("\n")
+    line = line.strip().lstrip(":*").strip()
+    if not line:
+        # a header ("**Final Answer**"): the first non-empty line below it, when it comes right away
+        for nxt in after.split("\n", 3)[:3]:
+            if nxt.strip():
+                line = nxt.strip()
+                break
     if not line:
         return None
+    line = _sentence(line).strip()
     seg = _MATH_SEG_RE.search(line)
+    # "The largest $n$ is 34": a prose subject (the line starts with a word) ends at its first copula
+    cop = _COPULA_RE.search(line) if line[:1].isalpha() else None
+    if cop is not None and (seg is None or seg.end() <= cop.start()):
+        line = line[cop.end() :].strip()
+        seg = _MATH_SEG_RE.search(line)
     if seg is not None:
-        return (seg.group(1) or seg.group(2) or "").strip() or None
-    line = line.lstrip(":").strip()
-    # stop at the end of the sentence: ". " or a trailing period
-    cut = line.find(". ")
-    if cut >= 0:
-        line = line[:cut]
-    line = line.rstrip(" .")
+        return (seg.group(1) or seg.group(2) or seg.group(3) or "").strip() or None
+    line = line.strip(" .*")
     return line or None
 
 

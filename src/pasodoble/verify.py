@@ -67,8 +67,10 @@ _UNIT_WORDS = (
 _TRAILING_UNITS_RE = re.compile(
     r"^(-?[\d.,]+(?:\\times10\^\{?-?\d+\}?)?)\s*(?:(?:" + _UNIT_WORDS + r")\b\.?\s*){1,3}(?:\^\{?[23]\}?)?$"
 )
-_TEXT_MACRO_RE = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|textrm|operatorname)\s*\{([^{}]*)\}")
-_SPACING_RE = re.compile(r"\\[,:;! ]|\\q?quad\b|~|\\displaystyle|\\limits")
+_TEXT_MACRO_RE = re.compile(
+    r"\\(?:text|textbf|textit|textnormal|textsf|mbox|mathrm|mathbf|textrm|operatorname)\s*\{([^{}]*)\}"
+)
+_SPACING_RE = re.compile(r"(?<!\\)\\[,:;! ]|\\q?quad\b|~|\\displaystyle|\\limits")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])\s*\.?")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\degree\b|\\circ\b")
 _PERCENT_RE = re.compile(r"\\?%")
@@ -78,7 +80,7 @@ _THOUSANDS_SPACE_RE = re.compile(r"(?<![\d.])(\d{1,3})((?:\\[,!]\d{3})+)(?![\d])
 _LEADING_ZERO_RE = re.compile(r"(?<![\d.])0+(\d)")
 _SCI_RE = re.compile(r"(?<![\w.])(-?\d+(?:\.\d*)?|-?\.\d+)[eE]([-+]?\d+)(?![\w.])")
 _SCI_TIMES_RE = re.compile(r"(-?\d+(?:\.\d*)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*([-+]?\d+)\s*\}?")
-_TRAILING_DOT_NUM_RE = re.compile(r"(\d)\.(?![\d])")
+_TRAILING_DOT_NUM_RE = re.compile(r"(\d)\.(?![\d]|\\overline)")
 _ASSIGN_RE = re.compile(
     r"^(?:[A-Za-z](?:_\{?[A-Za-z0-9]{1,3}\}?)?|\\[A-Za-z]{2,10}(?:_\{?[A-Za-z0-9]{1,3}\}?)?)"
     r"(?:\([A-Za-z, ]{1,10}\))?\s*(?:=|\\approx)\s*"
@@ -87,6 +89,58 @@ _DFRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
 _FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _MC_RE = re.compile(r"^\(?([A-Ea-e])\)?(?:\s|$|[.:)])")
 _CURRENCY_RE = re.compile(r"\\\$|\$|\\(?:text)?dollar|USD|Rs\.?|\\euro|€|£")
+
+
+# unicode math symbols models emit -> LaTeX (applied before everything else)
+_UNICODE_MAP = {
+    "\u2212": "-",  # minus sign
+    "\u221e": "\\infty ",
+    "\u03c0": "\\pi ",
+    "\u00d7": "\\times ",
+    "\u00b7": "\\cdot ",
+    "\u2264": "\\le ",
+    "\u2265": "\\ge ",
+    "\u2260": "\\ne ",
+    "\u2205": "\\emptyset ",
+    "\u00b1": "\\pm ",
+}
+_UNICODE_RE = re.compile("[" + "".join(_UNICODE_MAP) + "]")
+_UNICODE_SQRT_RE = re.compile(r"\u221a\s*(\d+|[A-Za-z])?")
+_EMPTYSET_RE = re.compile(r"\\varnothing\b|^\\\{\s*\\\}$|^\{\s*\}$")
+# "1,\!000" and "1,\,000": a comma followed by a spacing macro inside a number
+_COMMA_SPACING_RE = re.compile(r"(\d),\s*\\[!,]\s*(?=\d)")
+# "1 000 000": plain-space thousands groups (a lone "2 3" stays two numbers)
+_THOUSANDS_PLAIN_SPACE_RE = re.compile(r"(?<![\d.,/])(\d{1,3})((?: \d{3})+)(?![\d/.])")
+# a leading prose prefix inside the answer: "\text{The answer is } 5"
+_TEXT_PREFIX_RE = re.compile(
+    r"^\\(?:text|mbox|textrm)\s*\{[^{}]{0,60}?\b(?:is|are|equals|answer)\s*:?\s*\}\s*"
+)
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER_WORDS.update(
+    {
+        "thirty": "30",
+        "forty": "40",
+        "fifty": "50",
+        "sixty": "60",
+        "seventy": "70",
+        "eighty": "80",
+        "ninety": "90",
+    }
+)
+_NUMBER_WORDS.update({"hundred": "100", "thousand": "1000", "a hundred": "100", "one hundred": "100"})
+
+
+def _unicode_to_latex(s: str) -> str:
+    if s.isascii():
+        return s
+    s = _UNICODE_SQRT_RE.sub(lambda m: "\\sqrt{" + m.group(1) + "}" if m.group(1) else "\\sqrt", s)
+    return _UNICODE_RE.sub(lambda m: _UNICODE_MAP[m.group()], s)
 
 
 def _strip_outer(s: str) -> str:
@@ -133,8 +187,9 @@ def normalize_answer(s: str) -> str:
     Idempotent-ish and conservative: it never merges two answers that differ mathematically except by
     units, currency, degree and percent signs, which it drops.
     """
-    s = _strip_outer(s)
+    s = _strip_outer(_unicode_to_latex(s))
     s = s.replace("\n", " ").replace("\\\\!", "")
+    s = _COMMA_SPACING_RE.sub(r"\1,", s)
     s = _DFRAC_RE.sub(r"\\frac", s)
     s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _LEFT_RIGHT_RE.sub("", s)
@@ -146,6 +201,7 @@ def normalize_answer(s: str) -> str:
     s = s.replace("np.", "").replace("math.", "").replace("**", "^")
     # \text{...}: a unit after a number is dropped, a text-only answer is unwrapped
     s = s.strip()
+    s = _TEXT_PREFIX_RE.sub("", s)
     m = _TEXT_MACRO_RE.fullmatch(s)
     if m:
         s = m.group(1).strip()
@@ -157,7 +213,7 @@ def normalize_answer(s: str) -> str:
     m = _ASSIGN_RE.match(s)
     if m and "=" not in s[m.end() :] and m.end() < len(s):
         s = s[m.end() :]
-    s = _THOUSANDS_BRACE_RE.sub(r"\1\2", s)
+    s = _THOUSANDS_BRACE_RE.sub(r"\1,\2", s)
     s = _THOUSANDS_RE.sub(lambda mm: mm.group(1) + mm.group(2).replace(",", ""), s)
     s = _SCI_RE.sub(_sci_sub, s)
     s = _SCI_TIMES_RE.sub(lambda mm: f"{mm.group(1)}\\times10^{{{int(mm.group(2))}}}", s)
@@ -166,7 +222,12 @@ def normalize_answer(s: str) -> str:
     m = _TRAILING_UNITS_RE.match(s)
     if m:
         s = m.group(1)
+    s = _THOUSANDS_PLAIN_SPACE_RE.sub(lambda mm: mm.group(1) + mm.group(2).replace(" ", ""), s)
     s = _LEADING_ZERO_RE.sub(r"\1", s)
+    s = _EMPTYSET_RE.sub(r"\\emptyset", s.strip())
+    word = _NUMBER_WORDS.get(s.lower())
+    if word is not None:
+        s = word
     return s.strip()
 
 
@@ -188,9 +249,16 @@ def _drop_trailing_text(s: str) -> str:
     return s
 
 
+_DIGIT_SPACE_RE = re.compile(r"(?<=\d)\s+(?=\d)")
+
+
 def _compact(s: str) -> str:
-    """Whitespace-free form used for the equality test."""
-    return "".join(s.split())
+    """Whitespace-free form used for the equality test.
+
+    Whitespace between two digits is kept (as one space): ``2 3`` is two numbers, not ``23``. Thousands
+    groups (``1 000``) are joined by ``normalize_answer`` before this.
+    """
+    return "".join(_DIGIT_SPACE_RE.sub("\x00", s).split()).replace("\x00", " ")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,12 +272,46 @@ _SCI_NORM_RE = re.compile(r"(-?(?:\d+(?:\.\d*)?|\.\d+))\\times10\^\{(-?\d+)\}")
 _POW10_RE = re.compile(r"10\^\{(-?\d+)\}")
 
 
+# "4 4/9", "2\\frac{1}{3}": a whole number and a proper fraction (checked before compaction)
+_MIXED_RE = re.compile(r"(-?)(\d{1,9})(?:\s+(\d{1,9})/(\d{1,9})|\s*\\frac\{(\d{1,9})\}\{(\d{1,9})\})")
+# "0.\\overline{3}", "0.1\\overline{6}": repeating decimals
+_REPEAT_RE = re.compile(r"(-?)(\d{0,12})\.(\d{0,12})\\overline\{(\d{1,12})\}")
+
+
+def _mixed_number(s: str) -> Fraction | None:
+    m = _MIXED_RE.fullmatch(s.strip())
+    if not m:
+        return None
+    whole = int(m.group(2))
+    num, den = (int(m.group(3)), int(m.group(4))) if m.group(3) else (int(m.group(5)), int(m.group(6)))
+    if den == 0 or not 0 < num < den:  # "4 6/6", "11 7/6" are not mixed numbers
+        return None
+    v = whole + Fraction(num, den)
+    return -v if m.group(1) else v
+
+
+def _repeating_decimal(s: str) -> Fraction | None:
+    m = _REPEAT_RE.fullmatch(s)
+    if not m:
+        return None
+    head, pre, rep = m.group(2) or "0", m.group(3), m.group(4)
+    v = int(head) + (Fraction(int(pre), 10 ** len(pre)) if pre else 0)
+    v += Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(pre))
+    return -v if m.group(1) else v
+
+
 def as_number(s: str) -> Fraction | None:
     """The value of a normalized plain-number answer (exact), or None when it is not one."""
+    mixed = _mixed_number(s)
+    if mixed is not None:
+        return mixed
     c = _compact(s)
-    if not c or len(c) > 60:
+    if not c or len(c) > 60 or " " in c:
         return None
     try:
+        rd = _repeating_decimal(c)
+        if rd is not None:
+            return rd
         if _NUM_RE.fullmatch(c):
             return Fraction(c)
         m = _FRAC_NUM_RE.fullmatch(c)
@@ -248,7 +350,7 @@ def numbers_close(a: Fraction, b: Fraction, *, exact: bool = False) -> bool:
 
 
 def _is_exact_literal(s: str) -> bool:
-    return "." not in s
+    return "." not in s or "\\overline" in s
 
 
 def _split_top_level(s: str) -> list[str]:
@@ -268,9 +370,18 @@ def _split_top_level(s: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
+_MC_PREFIX_RE = re.compile(r"^(?:option|choice|answer)\s*:?\s*", re.IGNORECASE)
+# a second option letter after the first: "(D) and (E)", "A, C", "B or C"
+_MC_SECOND_RE = re.compile(r"^\s*(?:,|;|&|and\b|or\b|/)\s*\(?[A-Ea-e]\)?(?:\s|$|[.,:)])")
+_MC_AMBIGUOUS = "?"
+
+
 def _mc_letter(raw: str) -> str | None:
-    """Multiple-choice letter of an answer such as ``C``, ``(C)``, ``\\text{(C)}``, ``(C) 12``."""
-    s = _strip_outer(raw)
+    """Multiple-choice letter of an answer such as ``C``, ``(C)``, ``\\text{(C)}``, ``(C) 12``, ``Option C``.
+
+    Two letters (``(D) and (E)``, ``A, C``) give ``"?"``, which matches no gold letter.
+    """
+    s = _MC_PREFIX_RE.sub("", _strip_outer(raw).strip())
     m = _TEXT_MACRO_RE.fullmatch(s.strip())
     if m:
         s = m.group(1)
@@ -280,6 +391,9 @@ def _mc_letter(raw: str) -> str | None:
     m = _MC_RE.match(s + " ")
     if not m:
         return None
+    rest = s[m.end() - 1 :] if m.group(0)[-1:] in ".:)" else s[m.end() :]
+    if _MC_SECOND_RE.match(rest.lstrip(".:)") + " "):
+        return _MC_AMBIGUOUS
     return m.group(1).upper()
 
 
@@ -373,7 +487,34 @@ def _mv_equal(pred: str, gold: str, mv_timeout: int | None) -> bool:
         return False
     if _surely_different(g[0], p[0]):
         return False
-    return bool(verify(g, p, timeout_seconds=mv_timeout, raise_on_error=False))
+    if verify(g, p, timeout_seconds=mv_timeout, raise_on_error=False, allow_set_relation_comp=True):
+        return True
+    # a free symbol "i" on either side is read as the imaginary unit (i^2 = -1, \\frac{1+i}{2} = 0.5+0.5i)
+    g2, p2 = _with_imaginary_unit(g), _with_imaginary_unit(p)
+    if g2 is None and p2 is None:
+        return False
+    return bool(
+        verify(
+            g2 or g, p2 or p, timeout_seconds=mv_timeout, raise_on_error=False, allow_set_relation_comp=True
+        )
+    )
+
+
+def _with_imaginary_unit(parsed):
+    """``parsed`` with the free symbol ``i`` replaced by sympy's ``I``; None when it has no such symbol."""
+    import sympy
+
+    out, changed = [], False
+    for x in parsed:
+        syms = [v for v in getattr(x, "free_symbols", ()) if getattr(v, "name", None) == "i"]
+        if isinstance(x, sympy.Basic) and syms:
+            try:
+                x = x.xreplace(dict.fromkeys(syms, sympy.I))
+                changed = True
+            except Exception:
+                return None
+        out.append(x)
+    return out if changed else None
 
 
 _PROBE_POINTS = (
@@ -427,7 +568,13 @@ def _mv_equivalent(pred: str, gold: str, mv_timeout: int | None) -> bool:
         g = _strip_outer(gold)
     if not _mv_parse(p, mv_timeout):
         p = _strip_outer(pred)
-    return _mv_equal(p, g, mv_timeout)
+    if _mv_equal(p, g, mv_timeout):
+        return True
+    # both sides are equations but normalizing dropped a "y =" from only one: compare the equations
+    gr, pr = _strip_outer(gold), _strip_outer(pred)
+    if "=" in gr and "=" in pr and (gr, pr) != (g, p):
+        return _mv_equal(pr, gr, mv_timeout)
+    return False
 
 
 def check_pair(
@@ -460,7 +607,7 @@ def answers_equivalent(pred: str, gold: str, *, timeout_s: float = 5.0) -> bool:
     Bounded only by math-verify's own signal timeout, which works in the main thread only; from other
     threads the check runs without a bound: use ``Grader`` (worker processes) for a hard bound.
     """
-    return check_pair(pred, gold, mv_timeout=_main_thread_timeout(timeout_s))[0]
+    return check_pair(pred, _gold_answer(gold), mv_timeout=_main_thread_timeout(timeout_s))[0]
 
 
 def _main_thread_timeout(timeout_s: float) -> int | None:
@@ -656,7 +803,7 @@ class Grader:
                 preds.append(p or None)
             else:
                 preds.append(self.extract(str(r)))
-        gold_s = [_clean_text(str(g))[:mac] for g in golds]
+        gold_s = [_gold_answer(_clean_text(str(g))[:mac]) for g in golds]
         results: list[tuple[bool, str | None] | None] = [None] * len(preds)
         todo: dict[tuple[str, str], list[int]] = {}
         bar = None
@@ -905,6 +1052,15 @@ class Grader:
                     w.busy.clear()
                     self._replace(w)
         return [r if r is not None else (False, "parse_error") for r in results]
+
+
+def _gold_answer(gold: str) -> str:
+    """A gold answer written as a solution text (``... so $\\boxed{4}$.``) is its boxed answer."""
+    if "\\boxed" in gold or "\\fbox" in gold:
+        boxed = extract_answer(gold, ())
+        if boxed:
+            return boxed
+    return gold
 
 
 def _clean_text(s: str) -> str:

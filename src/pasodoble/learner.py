@@ -130,6 +130,20 @@ class Learner:
             self.scheduler = get_scheduler(
                 "constant_with_warmup", optimizer, num_warmup_steps=role_cfg.warmup_steps
             )
+        # Under DeepSpeed the engine makes the optimizer step, clipping included: this learner marks
+        # the accumulation boundary itself (one engine.step() per optimizer step), so DeepSpeed's own
+        # accumulation must stay 1; the clip norm is this role's (read when prepare() builds the engine).
+        self._deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        if self._deepspeed:
+            ds_config = self.accelerator.state.deepspeed_plugin.deepspeed_config
+            if ds_config.get("gradient_accumulation_steps", 1) not in (1, "auto"):
+                raise ValueError(
+                    f"{role}: the DeepSpeed config's gradient_accumulation_steps must be 1 (the learner "
+                    f"accumulates micro-batches itself); got {ds_config['gradient_accumulation_steps']}"
+                )
+            ds_config["gradient_clipping"] = float(role_cfg.max_grad_norm)
+            if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+                ds_config["train_micro_batch_size_per_gpu"] = role_cfg.micro_batch_size
         # The scheduler is not prepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.model.train()
@@ -252,9 +266,14 @@ class Learner:
                 micro, weight = samples[:1], 0.0
             sync = j == n_micro - 1
             ctx = contextlib.nullcontext() if sync else acc.no_sync(self.model)
+            if self._deepspeed:
+                self.model.set_gradient_accumulation_boundary(sync)
             with ctx:
                 loss, m = self._micro_loss(micro, n_seq, n_tok)
-                acc.backward(loss * (scale * weight))
+                if self._deepspeed:  # acc.backward would also step the engine after every micro-batch
+                    self.model.backward(loss * (scale * weight))
+                else:
+                    acc.backward(loss * (scale * weight))
             loss_sum += loss.detach().double() * weight
             w = m["tokens"].double() * weight
             tokens_seen += w
@@ -262,12 +281,16 @@ class Learner:
                 if key in m:
                     sums[key] += m[key].double() * w
 
-        max_norm = self.role_cfg.max_grad_norm if self.role_cfg.max_grad_norm > 0 else float("inf")
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        if self._deepspeed:
+            self.model.step()  # clips at max_grad_norm, steps the optimizer, zeroes the gradients
+            grad_norm = self.model.get_global_grad_norm()  # before clipping
+        else:
+            max_norm = self.role_cfg.max_grad_norm if self.role_cfg.max_grad_norm > 0 else float("inf")
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
         packed = torch.stack([loss_sum, tokens_seen, *[sums[k] for k in _WEIGHTED_METRICS]])

@@ -485,19 +485,18 @@ def _mv_equal(pred: str, gold: str, mv_timeout: int | None) -> bool:
     p = _mv_parse(pred, mv_timeout)
     if not g or not p:
         return False
-    if _surely_different(g[0], p[0]):
-        return False
-    if verify(g, p, timeout_seconds=mv_timeout, raise_on_error=False, allow_set_relation_comp=True):
+    if not _surely_different(g[0], p[0]) and verify(
+        g, p, timeout_seconds=mv_timeout, raise_on_error=False, allow_set_relation_comp=True
+    ):
         return True
     # a free symbol "i" on either side is read as the imaginary unit (i^2 = -1, \\frac{1+i}{2} = 0.5+0.5i)
     g2, p2 = _with_imaginary_unit(g), _with_imaginary_unit(p)
     if g2 is None and p2 is None:
         return False
-    return bool(
-        verify(
-            g2 or g, p2 or p, timeout_seconds=mv_timeout, raise_on_error=False, allow_set_relation_comp=True
-        )
-    )
+    g, p = g2 or g, p2 or p
+    if _surely_different(g[0], p[0]):
+        return False
+    return bool(verify(g, p, timeout_seconds=mv_timeout, raise_on_error=False, allow_set_relation_comp=True))
 
 
 def _with_imaginary_unit(parsed):

@@ -40,9 +40,7 @@ def load_cases() -> list[dict]:
 def grade_ours(cases: list[dict]) -> list[bool]:
     """One batch through Grader (2 workers); responses are extracted, preds are taken as they are."""
     with Grader(GraderConfig(workers=2, timeout_s=5)) as g:
-        # Grader.grade_batch takes one kind per call; mark pre-extracted answers by grading them as
-        # responses only when the case has a full response. Two calls would split the batch, so
-        # extraction of responses happens here and everything goes in one extracted batch.
+        # responses are extracted with the Grader's own rules; then all pairs go in one batch
         preds = [c["pred"] if "pred" in c else g.extract(c["response"]) for c in cases]
         verdicts = g.grade_batch(preds, [c["gold"] for c in cases], extracted=True)
     return [v.correct for v in verdicts]

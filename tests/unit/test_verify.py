@@ -346,3 +346,41 @@ def test_close_and_lazy_restart():
     with g:
         assert g.grade("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").correct
     assert g._workers == []
+
+
+# rules added with tests/data/grader_cases.jsonl (see docs/grading.md)
+GRADER_SET_RULES = [
+    ("2 3", "23", False),  # digits separated by a space are two numbers
+    ("1 000", "1000", True),  # plain-space thousands
+    ("4 4/9", "40/9", True),  # mixed number
+    ("3 1/2", "31/2", False),
+    ("0.\\overline{3}", "\\frac{1}{3}", True),  # repeating decimal
+    ("1,\\!000", "1000", True),
+    ("1,\\!000{,}000", "1000000", True),
+    ("Option B", "B", True),
+    ("(D) and (E)", "D", False),  # two letters never match one
+    ("five", "5", True),
+    ("one", "2", False),
+    ("\u22127", "-7", True),  # unicode minus
+    ("3\u221a2", "3\\sqrt{2}", True),
+    ("\u221e", "\\infty", True),
+    ("\\varnothing", "\\emptyset", True),
+    ("i^2", "-1", True),  # free i is the imaginary unit
+    ("2i", "-2i", False),
+    ("-2 \\le x \\le 7", "[-2, 7]", True),  # relation vs interval, both directions
+    ("y=-2x+4", "2x+y=4", True),
+    ("y=-2x+4", "2x+y=8", False),
+    (
+        "\\begin{pmatrix} -\\frac{7}{4} & -2 \\\\ 4 & \\frac{1}{4} \\end{pmatrix}",
+        "\\begin{pmatrix}-1.75&-2\\\\4&0.25\\end{pmatrix}",
+        True,
+    ),
+    ("\\text{The answer is } 5", "5", True),
+    ("5", "Adding gives $\\boxed{4}$.", False),  # a gold solution text is its boxed answer
+    ("4", "Adding gives $\\boxed{4}$.", True),
+]
+
+
+@pytest.mark.parametrize("pred,gold,expected", GRADER_SET_RULES)
+def test_grader_set_rules(pred, gold, expected):
+    assert answers_equivalent(pred, gold) is expected

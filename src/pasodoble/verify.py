@@ -568,6 +568,21 @@ class Grader:
         chunk = max(1, min(32, math.ceil(n / (nw * 8))))
         startup_deadline = time.monotonic() + 120.0
         failed_starts = 0
+
+        def abandon(w: _Worker, reason: str) -> None:
+            """Replace worker ``w``: its current pair gets ``reason``, the rest of its chunk goes back."""
+            nonlocal remaining
+            if w.busy:
+                i = w.busy.popleft()
+                if results[i] is None:
+                    results[i] = (False, reason)
+                    remaining -= 1
+                    if bar is not None:
+                        bar.update(weights[i] if weights else 1)
+            pending.extendleft(reversed(w.busy))
+            w.busy.clear()
+            self._replace(w)
+
         while remaining:
             now = time.monotonic()
             # hand out chunks to idle, ready workers
@@ -619,29 +634,12 @@ class Grader:
                                 "check that math-verify imports (or use grader.workers=0)"
                             ) from None
                     # the worker died (crash, memory): its current pair is an error, the rest re-run
-                    if w.busy:
-                        i = w.busy.popleft()
-                        if results[i] is None:
-                            results[i] = (False, "parse_error")
-                            remaining -= 1
-                            if bar is not None:
-                                bar.update(weights[i] if weights else 1)
-                    pending.extendleft(reversed(w.busy))
-                    w.busy.clear()
-                    self._replace(w)
+                    abandon(w, "parse_error")
             # kill workers whose current pair overran
             now = time.monotonic()
             for w in list(self._workers):
                 if w.busy and now - w.item_start > timeout:
-                    i = w.busy.popleft()
-                    if results[i] is None:
-                        results[i] = (False, "timeout")
-                        remaining -= 1
-                        if bar is not None:
-                            bar.update(weights[i] if weights else 1)
-                    pending.extendleft(reversed(w.busy))
-                    w.busy.clear()
-                    self._replace(w)
+                    abandon(w, "timeout")
         return [r if r is not None else (False, "parse_error") for r in results]
 
 

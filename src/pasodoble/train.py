@@ -324,7 +324,8 @@ class Trainer:
                 if every and self.counters.step % every == 0 and self.counters.step < total:
                     self.save()
                     last_saved = self.counters.step
-            if self.counters.step != last_saved or latest_checkpoint(self.run_dir) is None:
+            # decided on the main process: other nodes may not see the run directory's files
+            if dist.broadcast(self.counters.step != last_saved or latest_checkpoint(self.run_dir) is None):
                 self.save()
         finally:
             bar.close()

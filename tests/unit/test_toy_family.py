@@ -34,6 +34,8 @@ def _oracle(text: str) -> int:
         ("What is 99 * 9 * 2 - 0?", 1782),
         ("What is 3 * (10 - 40)?", -90),
         ("What is 0 + 0?", 0),
+        ("What is 9 + (2 * 30)?", 69),  # a product inside the group: its factors are 2 and 30
+        ("What is (2 + 3 * 4) - 5?", 9),
     ],
 )
 def test_hand_checked_values(problem, value):
@@ -56,6 +58,7 @@ def test_hand_checked_values(problem, value):
         "What is 3 / 4?",  # division
         "Compute 3 + 4.",  # not the template
         "What is (12 + 3) * 45?",  # the group is not a single-digit factor
+        "What is (12 * 30) + 1?",  # a product inside the group without a factor in 2-9
     ],
 )
 def test_non_canonical_texts_are_rejected(problem):
@@ -66,7 +69,7 @@ def test_samples_are_canonical_distinct_and_correct():
     records = sample_problems(2000, seed=7)
     assert len({r["problem"] for r in records}) == 2000
     counts = Counter()
-    negative = with_parens = 0
+    negative = with_parens = product_in_group = 0
     for r in records:
         expr = parse_canonical(r["problem"])
         assert expr is not None, r["problem"]
@@ -75,8 +78,11 @@ def test_samples_are_canonical_distinct_and_correct():
         counts[len(expr.operands)] += 1
         negative += int(r["answer"]) < 0
         with_parens += expr.parens is not None
+        if expr.parens:
+            lo, hi = expr.parens
+            product_in_group += "*" in expr.operators[lo:hi]
     assert set(counts) == {2, 3, 4} and min(counts.values()) > 400
-    assert negative > 100 and with_parens > 300
+    assert negative > 100 and with_parens > 300 and product_in_group > 50
 
 
 def test_sampling_is_deterministic_per_seed():

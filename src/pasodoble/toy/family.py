@@ -54,19 +54,25 @@ class Expression:
         return f"What is {self.text()}?"
 
 
-def _atom_bounds(expr: Expression, i: int) -> tuple[int, int]:
-    """Operand index range of the atom that operand ``i`` belongs to (a paren group is one atom)."""
-    if expr.parens and expr.parens[0] <= i <= expr.parens[1]:
-        return expr.parens
-    return i, i
+def _factors(expr: Expression, k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Operand index ranges of the two factors of operator ``k`` (between operands k and k + 1).
+
+    A parenthesized group is one factor when the operator is outside it (``(a + b) * 3``); inside the
+    group (``(2 * 30 + 1)``) the factors are the single operands.
+    """
+    lo_hi = expr.parens
+    inside = lo_hi is not None and lo_hi[0] <= k and k + 1 <= lo_hi[1]
+    left = lo_hi if lo_hi and not inside and lo_hi[0] <= k <= lo_hi[1] else (k, k)
+    right = lo_hi if lo_hi and not inside and lo_hi[0] <= k + 1 <= lo_hi[1] else (k + 1, k + 1)
+    return left, right
 
 
 def products_ok(expr: Expression) -> bool:
-    """Every ``*`` has a literal in 2–9 as its immediate left or right atom (a group is not a literal)."""
+    """Every ``*`` has a literal in 2–9 as its immediate left or right factor (a group is not a literal)."""
     for k, op in enumerate(expr.operators):
         if op != "*":
             continue
-        left, right = _atom_bounds(expr, k), _atom_bounds(expr, k + 1)
+        left, right = _factors(expr, k)
         small = [lo == hi and 2 <= expr.operands[lo] <= 9 for lo, hi in (left, right)]
         if not any(small):
             return False
@@ -152,11 +158,7 @@ def sample_expression(rng: random.Random) -> Expression:
         for k, op in enumerate(operators):
             if op != "*":
                 continue
-            candidates = [
-                i
-                for i, (lo, hi) in ((k, _atom_bounds(expr, k)), (k + 1, _atom_bounds(expr, k + 1)))
-                if lo == hi
-            ]
+            candidates = [lo for lo, hi in _factors(expr, k) if lo == hi]
             if candidates and not any(2 <= operands[i] <= 9 for i in candidates):
                 operands[rng.choice(candidates)] = rng.randint(2, 9)
             expr = Expression(tuple(operands), tuple(operators), parens)

@@ -218,7 +218,7 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Evaluate the current Solver on ``eval.benchmarks`` (main process); return ``eval/…`` metrics.
 
-        Uses the Solver's own generator and the run's grader; results go to RUN/eval/step_XXXXXXXX/
+        Uses the Solver's own generator and the run's grader; results go to RUN/eval/step_<8-digit step>/
         in the format of ``pasodoble eval`` (results.json, results.md, samples.jsonl).
         """
         if not dist.is_main():

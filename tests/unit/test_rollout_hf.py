@@ -107,3 +107,24 @@ def test_sampling_params_validation():
         SamplingParams(temperature=0.0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0.0)
+
+
+def test_per_prompt_seeds_make_samples_independent_of_batch_company(tiny_model, tiny_tokenizer, one_thread):
+    # pasodoble eval batches problems, one seed per problem: a problem's samples must not depend on
+    # which other problems share the call, or on the chunking of the batch.
+    prompts = tiny_task_prompts(tiny_tokenizer, 4)
+    alone = HFBackend(tiny_model, tiny_tokenizer, generation_batch_size=64)
+    params = dict(temperature=1.0, max_new_tokens=12, n=3)
+    solo = alone.generate([prompts[2]], SamplingParams(**params, seeds=(77,)))[0]
+    batched = alone.generate(prompts, SamplingParams(**params, seeds=(5, 6, 77, 8)))[2]
+    chunked = HFBackend(tiny_model, tiny_tokenizer, generation_batch_size=2).generate(
+        prompts, SamplingParams(**params, seeds=(5, 6, 77, 8))
+    )[2]
+    assert [c.completion_ids for c in solo] == [c.completion_ids for c in batched]
+    assert [c.completion_ids for c in solo] == [c.completion_ids for c in chunked]
+    # the n samples of one prompt differ from each other, and another seed gives other samples
+    assert len({tuple(c.completion_ids) for c in solo}) > 1
+    other = alone.generate([prompts[2]], SamplingParams(**params, seeds=(78,)))[0]
+    assert [c.completion_ids for c in other] != [c.completion_ids for c in solo]
+    with pytest.raises(ValueError, match="seeds"):
+        alone.generate(prompts, SamplingParams(**params, seeds=(1,)))

@@ -390,8 +390,9 @@ def load_model_for_eval(
 class BackendGenerator:
     """``Generator`` over a rollout backend: builds each problem's prompt, samples n with its own seed.
 
-    One backend call per problem, so every problem's samples depend only on its seed (not on which
-    problems share a batch); the n samples of a problem are generated as one batch.
+    One backend call per batch of problems with one seed per problem (``SamplingParams.seeds``): every
+    problem's samples are drawn from its own random stream, so they do not depend on which problems
+    share the call (up to floating-point differences of the batch shape in the model's logits).
     """
 
     def __init__(
@@ -421,7 +422,7 @@ class BackendGenerator:
         from pasodoble.eval.prompts import eval_prompt_ids, postprocess_response
         from pasodoble.rollout.base import SamplingParams
 
-        out = []
+        prompts = []
         for req in requests:
             ids = eval_prompt_ids(
                 self.tokenizer,
@@ -432,19 +433,20 @@ class BackendGenerator:
             )
             if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
                 ids = ids[-self.max_prompt_tokens :]
-            if self.temperature > 0:
-                params = SamplingParams(
-                    temperature=self.temperature,
-                    top_p=self.top_p,
-                    max_new_tokens=self.max_new_tokens,
-                    n=n,
-                    seed=req.seed,
-                )
-            else:  # greedy: top-1 sampling at temperature 1
-                params = SamplingParams(
-                    temperature=1.0, top_k=1, max_new_tokens=self.max_new_tokens, n=n, seed=req.seed
-                )
-            (completions,) = self.backend.generate([ids], params)
+            prompts.append(ids)
+        seeds = tuple(req.seed for req in requests)
+        if self.temperature > 0:
+            params = SamplingParams(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_new_tokens=self.max_new_tokens,
+                n=n,
+                seeds=seeds,
+            )
+        else:  # greedy: top-1 sampling at temperature 1
+            params = SamplingParams(temperature=1.0, top_k=1, max_new_tokens=self.max_new_tokens, n=n, seeds=seeds)
+        out = []
+        for completions in self.backend.generate(prompts, params):
             out.append(
                 [
                     GeneratedSample(

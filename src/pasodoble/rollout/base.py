@@ -30,6 +30,9 @@ class SamplingParams:
     n: int = 1
     seed: int = 0
     return_logprobs: bool = False
+    # Per-prompt seeds (one per prompt of the call): each prompt's samples then depend only on its own
+    # seed, not on which prompts share the call (how ``pasodoble eval`` batches problems). None = ``seed``.
+    seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import torch
 
 from pasodoble.rollout.base import Completion, SamplingParams
@@ -88,9 +89,14 @@ class HFBackend:
         """Sample ``params.n`` completions per prompt; see the module docstring for the guarantees."""
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        if params.seeds is not None and len(params.seeds) != len(prompts):
+            raise ValueError(f"params.seeds has {len(params.seeds)} seeds for {len(prompts)} prompts")
         device = next(self.model.parameters()).device
-        generator = torch.Generator(device=device)
-        generator.manual_seed(params.seed)
+        if params.seeds is None:
+            generator: torch.Generator | list[torch.Generator] = torch.Generator(device=device)
+            generator.manual_seed(params.seed)
+        else:  # one generator per sampled row, seeded from its prompt's seed and its sample index
+            generator = [_row_generator(seed, j, device) for seed in params.seeds for j in range(params.n)]
         flat = [p for p in prompts for _ in range(params.n)]
         was_training = self.model.training
         self.model.eval()
@@ -98,7 +104,8 @@ class HFBackend:
             rows: list[tuple[list[int], list[float], bool]] = []
             for start in range(0, len(flat), self.generation_batch_size):
                 chunk = flat[start : start + self.generation_batch_size]
-                rows.extend(self._generate_chunk(chunk, params, generator, device))
+                gen = generator if isinstance(generator, torch.Generator) else generator[start : start + len(chunk)]
+                rows.extend(self._generate_chunk(chunk, params, gen, device))
         finally:
             self.model.train(was_training)
         out: list[list[Completion]] = []
@@ -118,7 +125,11 @@ class HFBackend:
         return out
 
     def _generate_chunk(
-        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator, device
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        generator: torch.Generator | list[torch.Generator],
+        device,
     ) -> list[tuple[list[int], list[float], bool]]:
         B = len(prompts)
         P = max(len(p) for p in prompts)
@@ -196,14 +207,24 @@ class HFBackend:
         return rows
 
 
-def _sample(probs_BV: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _sample(probs_BV: torch.Tensor, generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
     """One token per row from ``probs_BV`` by the exponential race: argmax(p / E), E ~ Exp(1) i.i.d.
 
     Distributed exactly as ``torch.multinomial(probs, 1)`` (and the argmax of p / E is the same as
     Gumbel-max on log p) but several times cheaper per step on CPU. Zero-probability tokens never win.
+    A list of generators (one per row) draws each row's noise from its own stream.
     """
-    noise_BV = torch.empty_like(probs_BV).exponential_(generator=generator)
+    if isinstance(generator, torch.Generator):
+        noise_BV = torch.empty_like(probs_BV).exponential_(generator=generator)
+    else:
+        noise_BV = torch.stack([torch.empty_like(probs_BV[0]).exponential_(generator=g) for g in generator])
     return (probs_BV / noise_BV).argmax(dim=-1)
+
+
+def _row_generator(seed: int, index: int, device) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([abs(int(seed)), index]).generate_state(1, np.uint64)[0] >> 1))
+    return gen
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:

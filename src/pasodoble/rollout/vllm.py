@@ -404,6 +404,8 @@ class VLLMBackend:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        if params.seeds is not None and len(params.seeds) != len(prompts):
+            raise ValueError(f"params.seeds has {len(params.seeds)} seeds for {len(prompts)} prompts")
         requests = [
             {
                 "prompt_token_ids": list(p),
@@ -413,7 +415,7 @@ class VLLMBackend:
                     "top_p": params.top_p,
                     "top_k": params.top_k,
                     "max_tokens": params.max_new_tokens,
-                    "seed": _derive_seed(params.seed, i),
+                    "seed": _derive_seed(params.seed, i) if params.seeds is None else int(params.seeds[i]),
                     "logprobs": params.return_logprobs,
                     "stop_token_ids": self.eos_token_ids,
                 },

@@ -11,7 +11,9 @@ Generation is split across ranks and gathered; each rank then trains on its shar
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +38,7 @@ from pasodoble.rewards import (
     validated_pass_rate,
 )
 from pasodoble.rollout.base import Completion, RolloutBackend, SamplingParams
-from pasodoble.types import Question
+from pasodoble.types import ParseFailure, Question
 
 
 @dataclass
@@ -82,8 +84,13 @@ class DualPlay:
         grader,
         diversity: DiversityHistory,
         buffer: QuestionBuffer,
+        relabel: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``relabel(problem) -> answer | None`` is for diagnosis only (the toy demo's true-answer run):
+        when set, a parsed question's answer is replaced by what it returns (None keeps the Proposer's).
+        Normal training never sets it: every answer then comes from the Proposer."""
         self.cfg = cfg
+        self.relabel = relabel
         self.tokenizer = tokenizer
         self.proposer = proposer
         self.solver = solver
@@ -198,6 +205,12 @@ class DualPlay:
 
     # ------------------------------------------------------------------ the steps
 
+    def _relabelled(self, parsed: Question | ParseFailure) -> Question | ParseFailure:
+        if not isinstance(parsed, Question):
+            return parsed
+        answer = self.relabel(parsed.problem)
+        return parsed if answer is None else dataclasses.replace(parsed, answer=answer)
+
     def _propose_and_solve(
         self, step: int
     ) -> tuple[dict[str, Any], str, str, list[int], list, list, list, dict]:
@@ -207,6 +220,8 @@ class DualPlay:
         t1 = time.perf_counter()
         thinking_opened = opens_thinking(prompt_text)
         parsed = [parse_proposal(c.text, thinking_opened=thinking_opened) for c in proposals]
+        if self.relabel is not None:
+            parsed = [self._relabelled(p) for p in parsed]
         valid_pre = [question_validity(p, leak_check=self.cfg.rewards.leak_check)[0] for p in parsed]
         # Invalid questions score p̃ = 0 whatever the Solver does: they are not attempted (pass_rate null).
         attempted = [i for i, ok in enumerate(valid_pre) if ok]

@@ -73,9 +73,13 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Owns the engine and the run directory; ``run()`` executes the schedule."""
 
-    def __init__(self, cfg: Config, run_dir: Path, *, resume: bool, backend_factory=None) -> None:
-        """``backend_factory(role, model, tokenizer) -> RolloutBackend`` replaces the configured backend."""
+    def __init__(
+        self, cfg: Config, run_dir: Path, *, resume: bool, backend_factory=None, relabel=None
+    ) -> None:
+        """``backend_factory(role, model, tokenizer) -> RolloutBackend`` replaces the configured backend;
+        ``relabel`` is ``DualPlay``'s diagnostic answer override (None in every normal run)."""
         self.cfg = cfg
+        self.relabel = relabel
         self.backend_factory = backend_factory
         self.run_dir = run_dir
         self._stop_signal: int | None = None
@@ -165,6 +169,7 @@ class Trainer:
             grader=grader,
             diversity=DiversityHistory.from_config(cfg.rewards),
             buffer=QuestionBuffer(cfg.buffer, cfg.rewards),
+            relabel=self.relabel,
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -391,7 +396,9 @@ class Trainer:
             self.engine.grader.close()
 
 
-def run_training(cfg: Config, *, backend_factory=None, overwrite: bool = False) -> dict[str, Any]:
+def run_training(
+    cfg: Config, *, backend_factory=None, overwrite: bool = False, relabel=None
+) -> dict[str, Any]:
     """Start a new run in ``cfg.run.out_dir``.
 
     An existing run there is an error (continue it with --resume) unless ``overwrite``, which deletes
@@ -409,7 +416,7 @@ def run_training(cfg: Config, *, backend_factory=None, overwrite: bool = False) 
             f"{run_dir} already holds a run with checkpoints; continue it with "
             f"`pasodoble train --resume {run_dir}` or choose another run.out_dir"
         )
-    trainer = Trainer(cfg, run_dir, resume=False, backend_factory=backend_factory)
+    trainer = Trainer(cfg, run_dir, resume=False, backend_factory=backend_factory, relabel=relabel)
     with contextlib.closing(trainer):
         return trainer.run()
 

@@ -154,3 +154,20 @@ def test_log_every_thins_metrics_but_keeps_every_rollout(tmp_path):
     run_training(cfg, backend_factory=scripted_factory)
     assert [m["step"] for m in _lines(tmp_path / "run" / "metrics.jsonl")] == [0, 2]
     assert {r["step"] for r in _lines(tmp_path / "run" / "rollouts.jsonl")} == {0, 1, 2}
+
+
+def test_relabel_replaces_the_proposers_answers_for_diagnosis_only(tmp_path):
+    # The demo's true-answer diagnosis (benchmarks/demo_seeds.py) swaps each parsed question's label;
+    # None keeps the Proposer's. Without relabel the answers are the Proposer's own (other tests).
+    seen = []
+
+    def relabel(problem: str) -> str | None:
+        seen.append(problem)
+        return "12345" if len(seen) % 2 else None
+
+    cfg = _cfg(tmp_path, "run.max_steps=2", "run.checkpoint_every=0")
+    run_training(cfg, backend_factory=scripted_factory, relabel=relabel)
+    rollouts = [r for r in _lines(tmp_path / "run" / "rollouts.jsonl") if r["problem"] is not None]
+    assert len(seen) > 0 and set(seen) <= {r["problem"] for r in rollouts}
+    relabelled = [r for r in rollouts if r["answer"] == "12345"]
+    assert len(relabelled) == (len(seen) + 1) // 2

@@ -305,3 +305,27 @@ def test_sft_resume_continues_bit_for_bit(tmp_path, one_thread):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a second run into a finished directory must say so instead of overwriting it
     assert main(["sft", "train", "--data", str(data), "--model", "tiny", "--out", str(part), *args]) == 1
+
+
+def test_on_eval_hook_records_its_metrics_at_every_evaluation(tmp_path, one_thread):
+    # The toy build measures the cold-start Solver's accuracy through this hook (its plateau curve).
+    from pasodoble.sft.train import SFTConfig, train_sft
+
+    data = tmp_path / "solver.jsonl"
+    data.write_text("".join(_synthetic("solver", 40)))
+    calls = []
+
+    def on_eval(model, tokenizer, step):
+        calls.append(step)
+        return {"probe": float(step)}
+
+    cfg = SFTConfig(
+        data=str(data), model="tiny", out=str(tmp_path / "out"), epochs=1, batch_size=8, micro_batch_size=8,
+        eval_every=2, checkpoint_every=0, progress=False, eval_fraction=0.1,
+    )
+    summary = train_sft(cfg, on_eval=on_eval)
+    assert summary["steps"] == 5
+    assert calls == [0, 2, 4, 5]
+    history = _lines(tmp_path / "out" / "metrics.jsonl")
+    assert [h["step"] for h in history if "probe" in h] == [0, 2, 4, 5]
+    assert all(h["probe"] == h["step"] for h in history if "probe" in h)

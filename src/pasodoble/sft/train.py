@@ -38,6 +38,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -293,8 +294,12 @@ def _validate(cfg: SFTConfig) -> None:
             raise UserError(message)
 
 
-def train_sft(cfg: SFTConfig) -> dict[str, Any]:
+def train_sft(cfg: SFTConfig, *, on_eval: Callable[[Any, Any, int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``cfg.data``; write the HF model directory ``cfg.out``; return a summary.
+
+    ``on_eval(model, tokenizer, step)``, when given, runs at every held-out evaluation (each
+    ``eval_every`` steps, before training and at the end) and its dict is added to that step's
+    ``metrics.jsonl`` record (the toy build measures the Solver's accuracy this way).
 
     The summary (also written to ``OUT/sft_summary.json``) holds the held-out loss before and after
     training, the last training loss, step and example counts and the dropped (too long) examples.
@@ -375,6 +380,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
 
     if eval_before is None:
         eval_before = heldout_loss(model, held, cfg, pad_id, device)
+        if on_eval is not None:
+            history.append({"step": 0, "eval_loss": eval_before, **on_eval(unwrapped, tokenizer, 0)})
 
     def save(at_step: int) -> None:
         if accelerator.is_main_process:
@@ -440,6 +447,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         }
         if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
             record["eval_loss"] = heldout_loss(model, held, cfg, pad_id, device)
+            if on_eval is not None:
+                record.update(on_eval(unwrapped, tokenizer, step))
         history.append(record)
         bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{record['lr']:.2e}")
         bar.update(1)
@@ -448,6 +457,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     bar.close()
 
     eval_after = heldout_loss(model, held, cfg, pad_id, device)
+    if on_eval is not None and history and history[-1]["step"] == step:
+        history[-1].update({"eval_loss": eval_after, **on_eval(unwrapped, tokenizer, step)})
     save(step)
     summary = {
         "role": cfg.role,
@@ -461,7 +472,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         "epochs": cfg.epochs,
         "eval_loss_before": eval_before,
         "eval_loss_after": eval_after,
-        "train_loss_last": last_loss if last_loss is not None else (history[-1]["loss"] if history else None),
+        "train_loss_last": last_loss if last_loss is not None else (history[-1].get("loss") if history else None),
         "seconds": round(time.perf_counter() - started, 2),
     }
     if accelerator.is_main_process:

@@ -17,6 +17,7 @@ from pasodoble import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pasodoble.commands.train", "Run dual-play training (online or offline) from a YAML config."),
     "demo": ("pasodoble.commands.demo", "Run the embedded tiny arithmetic demo on CPU."),
+    "toy": ("pasodoble.commands.toy", "Build the toy arithmetic world's data and models (toy build)."),
     "eval": ("pasodoble.commands.eval", "Evaluate a model on math benchmarks (pass@1 over k samples)."),
     "grade": ("pasodoble.commands.grade", "Grade model responses or extracted answers against gold answers."),
     "sft": ("pasodoble.commands.sft", "Cold-start supervised fine-tuning of a role."),

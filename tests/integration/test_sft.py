@@ -320,8 +320,16 @@ def test_on_eval_hook_records_its_metrics_at_every_evaluation(tmp_path, one_thre
         return {"probe": float(step)}
 
     cfg = SFTConfig(
-        data=str(data), model="tiny", out=str(tmp_path / "out"), epochs=1, batch_size=8, micro_batch_size=8,
-        eval_every=2, checkpoint_every=0, progress=False, eval_fraction=0.1,
+        data=str(data),
+        model="tiny",
+        out=str(tmp_path / "out"),
+        epochs=1,
+        batch_size=8,
+        micro_batch_size=8,
+        eval_every=2,
+        checkpoint_every=0,
+        progress=False,
+        eval_fraction=0.1,
     )
     summary = train_sft(cfg, on_eval=on_eval)
     assert summary["steps"] == 5

@@ -1,15 +1,62 @@
-"""`pasodoble demo`: not built yet; it belongs to the embedded tiny arithmetic world (demo) capability."""
+"""`pasodoble demo --out DIR [--seed S] [--ablation random-reward]`: dual-play on the toy world, on CPU."""
 
 from __future__ import annotations
 
 import argparse
-
-from pasodoble.commands import not_built
+import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the future command")
+    from pasodoble.toy.demo import ABLATIONS, DEFAULT_STEPS
+
+    parser.add_argument(
+        "--out", default="runs/demo", help="demo directory (report.md, summary.json, plots, models)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the dual-play run and the evaluations")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="online dual-play steps")
+    parser.add_argument(
+        "--ablation",
+        choices=ABLATIONS,
+        default=None,
+        help="random-reward: the Solver's correctness reward is a coin flip (the paper's control)",
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="directory of toy models from `pasodoble toy build` (default: the shipped ones)",
+    )
+    parser.add_argument(
+        "--eval-limit",
+        type=int,
+        default=None,
+        help="evaluate before and after on the first N held-out problems only (quick checks; default all 500)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing demo directory")
+    parser.add_argument(
+        "overrides", nargs="*", help="training config overrides, e.g. solver.learning_rate=3e-5"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("demo", "embedded tiny arithmetic world (demo)", args)
+    from pathlib import Path
+
+    from pasodoble.errors import UserError
+    from pasodoble.toy.demo import run_demo
+
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1; got {args.steps}")
+    if args.eval_limit is not None and args.eval_limit < 1:
+        raise UserError(f"--eval-limit must be >= 1; got {args.eval_limit}")
+    summary = run_demo(
+        args.out,
+        seed=args.seed,
+        steps=args.steps,
+        ablation=args.ablation,
+        overrides=args.overrides,
+        overwrite=args.overwrite,
+        models=Path(args.models) if args.models else None,
+        eval_limit=args.eval_limit,
+    )
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}/report.md, summary.json, plots, solver_cold_start/ and solver_final/")
+    return 0

@@ -245,7 +245,7 @@ def run_eval(
     grade: GradeFn,
     out_dir: str | os.PathLike[str],
     *,
-    problems_per_call: int = 8,
+    problems_per_call: int = 32,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate, resuming from ``out_dir`` when it holds a partial run; write and return results.json."""
@@ -444,7 +444,9 @@ class BackendGenerator:
                 seeds=seeds,
             )
         else:  # greedy: top-1 sampling at temperature 1
-            params = SamplingParams(temperature=1.0, top_k=1, max_new_tokens=self.max_new_tokens, n=n, seeds=seeds)
+            params = SamplingParams(
+                temperature=1.0, top_k=1, max_new_tokens=self.max_new_tokens, n=n, seeds=seeds
+            )
         out = []
         for completions in self.backend.generate(prompts, params):
             out.append(

@@ -104,7 +104,11 @@ class HFBackend:
             rows: list[tuple[list[int], list[float], bool]] = []
             for start in range(0, len(flat), self.generation_batch_size):
                 chunk = flat[start : start + self.generation_batch_size]
-                gen = generator if isinstance(generator, torch.Generator) else generator[start : start + len(chunk)]
+                gen = (
+                    generator
+                    if isinstance(generator, torch.Generator)
+                    else generator[start : start + len(chunk)]
+                )
                 rows.extend(self._generate_chunk(chunk, params, gen, device))
         finally:
             self.model.train(was_training)

@@ -36,9 +36,9 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -294,7 +294,9 @@ def _validate(cfg: SFTConfig) -> None:
             raise UserError(message)
 
 
-def train_sft(cfg: SFTConfig, *, on_eval: Callable[[Any, Any, int], dict[str, Any]] | None = None) -> dict[str, Any]:
+def train_sft(
+    cfg: SFTConfig, *, on_eval: Callable[[Any, Any, int], dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``cfg.data``; write the HF model directory ``cfg.out``; return a summary.
 
     ``on_eval(model, tokenizer, step)``, when given, runs at every held-out evaluation (each
@@ -472,7 +474,9 @@ def train_sft(cfg: SFTConfig, *, on_eval: Callable[[Any, Any, int], dict[str, An
         "epochs": cfg.epochs,
         "eval_loss_before": eval_before,
         "eval_loss_after": eval_after,
-        "train_loss_last": last_loss if last_loss is not None else (history[-1].get("loss") if history else None),
+        "train_loss_last": last_loss
+        if last_loss is not None
+        else (history[-1].get("loss") if history else None),
         "seconds": round(time.perf_counter() - started, 2),
     }
     if accelerator.is_main_process:

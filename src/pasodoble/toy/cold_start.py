@@ -1,7 +1,7 @@
 """Cold-start SFT data of the toy world, in the chat format that ``pasodoble sft train`` reads.
 
 Each example is ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}`` whose user turn
-is exactly the RL prompt's user message (``prompts.user_message``), so the cold start teaches the
+is exactly the RL prompt's user message (``prompts.user_message`` with the run's ``template``, e.g. the demo's short prompts), so the cold start teaches the
 format the RL stage will ask for (method.md, Cold start):
 
 - Proposer (``proposer_examples``): the snippet is a ``worked`` corpus record; the answer is a short
@@ -117,7 +117,12 @@ def proposer_completion(snippet_expr: Expression, derived: Expression, note: str
 
 
 def proposer_examples(
-    snippets: Sequence[dict[str, Any] | str], n: int, seed: int, *, exclude: Iterable[str]
+    snippets: Sequence[dict[str, Any] | str],
+    n: int,
+    seed: int,
+    *,
+    exclude: Iterable[str],
+    template: str | None = None,
 ) -> list[dict[str, Any]]:
     """``n`` Proposer examples with distinct problems, on the ``worked`` snippets among ``snippets``
     (corpus records or texts; a snippet is worked when its first line is a canonical problem), visited in a seeded order and cycled. Each parses with
@@ -146,11 +151,13 @@ def proposer_examples(
         if not question_validity(parse_proposal(completion)).valid:
             continue  # e.g. the answer occurs as a whole token of the problem
         seen.add(problem)
-        examples.append(chat(user_message(PROPOSER, snippet=text), completion))
+        examples.append(chat(user_message(PROPOSER, snippet=text, template=template), completion))
     return examples
 
 
-def solver_examples(n: int, seed: int, *, exclude: Iterable[str]) -> list[dict[str, Any]]:
+def solver_examples(
+    n: int, seed: int, *, exclude: Iterable[str], template: str | None = None
+) -> list[dict[str, Any]]:
     """``n`` Solver examples on distinct canonical problems that are not held out: the RL Solver
     prompt, answered with the working ending in ``\\boxed{V}``."""
     held_out = HeldOut.of(exclude)
@@ -167,5 +174,7 @@ def solver_examples(n: int, seed: int, *, exclude: Iterable[str]) -> list[dict[s
         if problem in seen or held_out.blocks(problem, computed_units(expr)):
             continue
         seen.add(problem)
-        examples.append(chat(user_message(SOLVER, problem=problem), worked_solution(expr, boxed=True)))
+        examples.append(
+            chat(user_message(SOLVER, problem=problem, template=template), worked_solution(expr, boxed=True))
+        )
     return examples

@@ -1,0 +1,182 @@
+"""The demo over several seeds: dual-play, the coin-flip ablation and (for diagnosis) true answers.
+
+    .venv/bin/python benchmarks/demo_seeds.py --out runs/demo-seeds --seeds 0 1 2 --jobs 2
+
+Runs ``pasodoble demo`` for every (variant, seed), ``--jobs`` at a time (one torch thread each), and
+prints per-seed held-out pass@1 before and after, the gain, and the label precision of the run: the
+share of the Proposer's answers that are right, over valid questions and over the questions the
+Solver trained on. Variants:
+
+- ``dual-play``: the demo as shipped (every label is the Proposer's boxed answer);
+- ``random-reward``: ``--ablation random-reward`` (the Solver's correctness reward is a coin flip);
+- ``true-answer``: diagnosis only, not PasoDoble: each valid canonical question's label is replaced by
+  its true value (computed here, by the toy generator) before the rewards, so the gain of dual-play
+  reads against what perfect labels give in the same budget.
+
+The label-precision numbers and the true-answer labels use ``pasodoble.toy.family.evaluate``, which
+this script imports; the dual-play code path itself never does (``tests/unit/test_toy_data.py``).
+Results go to OUT/results.json and OUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("dual-play", "random-reward", "true-answer")
+
+
+def true_answer(problem: str) -> str | None:
+    from pasodoble.toy.family import evaluate, parse_canonical
+
+    expr = parse_canonical(problem.strip())
+    return None if expr is None else str(evaluate(expr))
+
+
+def label_precision(run_dir: Path) -> dict[str, float | int | None]:
+    """Right Proposer answers over valid canonical questions, and over those the Solver trained on."""
+    valid = valid_right = trained = trained_right = canonical = 0
+    for line in (run_dir / "rollouts.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if not r.get("valid"):
+            continue
+        valid += 1
+        truth = true_answer(r["problem"])
+        if truth is None:
+            continue
+        canonical += 1
+        right = str(r["answer"]).strip() == truth
+        valid_right += right
+        if r.get("solver_trained"):
+            trained += 1
+            trained_right += right
+    return {
+        "valid_questions": valid,
+        "canonical_share": canonical / valid if valid else None,
+        "label_precision_valid": valid_right / canonical if canonical else None,
+        "label_precision_trained": trained_right / trained if trained else None,
+        "trained_questions": trained,
+    }
+
+
+def run_one(variant: str, seed: int, out: Path, steps: int, overrides: list[str]) -> dict:
+    from pasodoble.toy.demo import run_demo
+
+    summary = run_demo(
+        out,
+        seed=seed,
+        steps=steps,
+        ablation="random-reward" if variant == "random-reward" else None,
+        overrides=overrides,
+        overwrite=True,
+        relabel=true_answer if variant == "true-answer" else None,
+        label=variant,
+    )
+    summary.update(label_precision(out / "run"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/demo-seeds")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    ap.add_argument("--steps", type=int, default=None, help="dual-play steps (default: the demo's)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("overrides", nargs="*", help="training config overrides for every run")
+    args = ap.parse_args(argv)
+    from pasodoble.toy.demo import DEFAULT_STEPS
+
+    steps = args.steps or DEFAULT_STEPS
+    out = Path(args.out)
+    if args.one:
+        variant, seed = args.one[0], int(args.one[1])
+        run_one(variant, seed, out / f"{variant}-seed{seed}", steps, args.overrides)
+        return 0
+
+    jobs = [(v, s) for s in args.seeds for v in args.variants]
+    out.mkdir(parents=True, exist_ok=True)
+    running: list[tuple[subprocess.Popen, str, int]] = []
+    failed = []
+    started = time.perf_counter()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    while jobs or running:
+        while jobs and len(running) < args.jobs:
+            v, s = jobs.pop(0)
+            log = open(out / f"{v}-seed{s}.log", "w")
+            cmd = [sys.executable, __file__, "--out", str(out), "--steps", str(steps), "--one", v, str(s)]
+            running.append(
+                (
+                    subprocess.Popen([*cmd, *args.overrides], stdout=log, stderr=subprocess.STDOUT, env=env),
+                    v,
+                    s,
+                )
+            )
+            print(f"started {v} seed {s}", flush=True)
+        time.sleep(2)
+        for item in list(running):
+            proc, v, s = item
+            if proc.poll() is not None:
+                running.remove(item)
+                print(
+                    f"finished {v} seed {s} (exit {proc.returncode}) at {time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
+                if proc.returncode:
+                    failed.append((v, s))
+
+    results = {}
+    for v in args.variants:
+        for s in args.seeds:
+            path = out / f"{v}-seed{s}" / "summary.json"
+            if path.is_file():
+                results[f"{v}-seed{s}"] = json.loads(path.read_text())
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = results_markdown(results, args.variants, args.seeds, steps)
+    (out / "results.md").write_text(md)
+    print(md)
+    if failed:
+        print(f"failed runs: {failed} (see their .log files in {out})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def results_markdown(results: dict, variants: list[str], seeds: list[int], steps: int) -> str:
+    lines = [
+        f"# Demo over seeds ({steps} dual-play steps)",
+        "",
+        "| variant | seed | before % | after % | gain (points) | valid-question rate % | label precision, valid % | label precision, trained % | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in variants:
+        gains = []
+        for s in seeds:
+            r = results.get(f"{v}-seed{s}")
+            if r is None:
+                lines.append(f"| {v} | {s} | failed | | | | | | |")
+                continue
+            gains.append(r["gain_points"])
+            lines.append(
+                f"| {v} | {s} | {_pct(r['accuracy_before'])} | {_pct(r['accuracy_after'])} | {r['gain_points']:+.1f} | "
+                f"{_pct(r['valid_question_rate'])} | {_pct(r.get('label_precision_valid'))} | "
+                f"{_pct(r.get('label_precision_trained'))} | {r['wall_time_s']:.0f} |"
+            )
+        if gains:
+            lines.append(f"| **{v} mean** | | | | **{sum(gains) / len(gains):+.1f}** | | | | |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

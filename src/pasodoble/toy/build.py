@@ -1,0 +1,261 @@
+"""``pasodoble toy build``: the toy world's data, tokenizer, base model and cold-start models.
+
+Every stage writes into one directory and is skipped when its output is already there, so an
+interrupted build continues where it stopped:
+
+======================  =====================================================================
+``data/``               held-out set (500 canonical problems), validation set, corpus (= the
+                        pre-training text), knowledge base (the corpus's worked records),
+                        cold-start SFT data of both roles
+``tokenizer/``          the byte-level BPE with digit tokens and the chat template
+``base/``               the Qwen3 base model pre-trained on the corpus
+``solver_cold_start/``  the base fine-tuned on the Solver data (``metrics.jsonl``: its curve)
+``proposer_cold_start/`` the base fine-tuned on the Proposer data
+``build.json``          the settings, per-stage seconds and the cold-start Solver's accuracy
+======================  =====================================================================
+
+Everything is deterministic from the settings (string-seeded generators, seeded torch on one
+process). ``export_assets`` copies the three models in bfloat16 into the package
+(``pasodoble/assets/toy``), which is what ``pasodoble demo`` loads without building.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pasodoble.toy.family import sample_problems
+
+HELDOUT_SEED = 1  # the demo's held-out benchmark: sample_problems(500, HELDOUT_SEED)
+VALIDATION_SEED = 2  # the cold-start curve's problems (also kept out of all training data)
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "toy"
+MODEL_DIRS = ("base", "solver_cold_start", "proposer_cold_start")
+
+# Sampling temperature of the demo (dual-play rollouts and every accuracy it reports).
+DEMO_TEMPERATURE = 1.0
+
+
+@dataclass
+class BuildSettings:
+    """What the toy build makes; the defaults are the shipped models' settings."""
+
+    heldout: int = 500
+    validation: int = 400
+    corpus: int = 20000
+    corpus_seed: int = 0
+    solver_examples: int = 48000
+    proposer_examples: int = 8000
+    data_seed: int = 0
+    model_seed: int = 0
+    pretrain_epochs: float = 2.0
+    pretrain_lr: float = 2e-3
+    pretrain_rows: int = 32  # rows of pretrain_length tokens per optimizer step
+    pretrain_length: int = 256
+    solver_epochs: float = 1.0
+    solver_lr: float = 1e-3
+    proposer_epochs: float = 1.0
+    proposer_lr: float = 1e-3
+    sft_batch_size: int = 64
+    eval_every: int = 75  # Solver SFT steps between validation-accuracy measurements
+    threads: int = 2
+
+
+def heldout_problems(n: int = 500) -> list[dict[str, str]]:
+    return sample_problems(n, HELDOUT_SEED)
+
+
+def _stage(out: Path, name: str, timings: dict[str, float], fn) -> None:
+    marker = out / name / ".done"
+    if marker.exists():
+        return
+    started = time.perf_counter()
+    fn(out / name)
+    marker.write_text("ok\n")
+    timings[name] = round(time.perf_counter() - started, 1)
+    print(f"toy build: {name} done in {timings[name]:.0f} s", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stages
+
+
+def build_data(dest: Path, s: BuildSettings) -> None:
+    from pasodoble.toy.cold_start import proposer_examples, solver_examples
+    from pasodoble.toy.corpus import build_corpus, write_jsonl
+    from pasodoble.toy.model import PROPOSER_PROMPT, SOLVER_PROMPT
+
+    heldout = heldout_problems(s.heldout)
+    held_texts = {r["problem"] for r in heldout}
+    validation = [
+        r for r in sample_problems(s.validation + 100, VALIDATION_SEED) if r["problem"] not in held_texts
+    ]
+    validation = validation[: s.validation]
+    exclude = held_texts | {r["problem"] for r in validation}
+    corpus = build_corpus(s.corpus, s.corpus_seed, exclude=exclude)
+    worked = [r for r in corpus if r["kind"] == "worked"]
+    write_jsonl(heldout, dest / "heldout.jsonl")
+    write_jsonl(validation, dest / "validation.jsonl")
+    write_jsonl(corpus, dest / "corpus.jsonl")
+    write_jsonl(worked, dest / "knowledge.jsonl")
+    write_jsonl(
+        solver_examples(s.solver_examples, s.data_seed, exclude=exclude, template=SOLVER_PROMPT),
+        dest / "solver_sft.jsonl",
+    )
+    write_jsonl(
+        proposer_examples(
+            worked, s.proposer_examples, s.data_seed, exclude=exclude, template=PROPOSER_PROMPT
+        ),
+        dest / "proposer_sft.jsonl",
+    )
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_tokenizer(dest: Path, data: Path) -> None:
+    from pasodoble.toy.model import PROPOSER_PROMPT, build_toy_tokenizer
+
+    texts = [r["text"] for r in _read(data / "corpus.jsonl")]
+    texts.append(PROPOSER_PROMPT)
+    texts += [ex["messages"][1]["content"] for ex in _read(data / "proposer_sft.jsonl")[:2000]]
+    build_toy_tokenizer(texts).save_pretrained(dest)
+
+
+def pretrain(dest: Path, out: Path, s: BuildSettings) -> None:
+    """Causal-LM pre-training on the corpus texts (each followed by EOS), packed into fixed rows."""
+    import numpy as np
+    from tqdm import tqdm
+    from transformers import get_scheduler
+
+    from pasodoble.models import load_tokenizer
+    from pasodoble.toy.model import build_toy_model
+
+    tok = load_tokenizer(str(out / "tokenizer"))
+    model = build_toy_model(tok, s.model_seed)
+    texts = [r["text"] for r in _read(out / "data" / "corpus.jsonl")]
+    encoded = [ids + [tok.eos_token_id] for ids in tok(texts, add_special_tokens=False).input_ids]
+    L, B = s.pretrain_length, s.pretrain_rows
+    tokens_per_epoch = sum(len(e) for e in encoded)
+    steps = max(1, math.ceil(s.pretrain_epochs * tokens_per_epoch / (L * B)))
+    opt = torch.optim.AdamW(model.parameters(), lr=s.pretrain_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = get_scheduler("cosine", opt, num_warmup_steps=max(1, steps // 20), num_training_steps=steps)
+    rng = np.random.default_rng(s.model_seed)
+
+    def stream():
+        while True:
+            for i in rng.permutation(len(encoded)):
+                yield from encoded[int(i)]
+
+    it = stream()
+    model.train()
+    history = []
+    bar = tqdm(range(steps), desc="toy build: pre-train", unit="step", dynamic_ncols=True)
+    for step in bar:
+        batch = torch.tensor([[next(it) for _ in range(L)] for _ in range(B)], dtype=torch.long)
+        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        history.append({"step": step + 1, "loss": float(loss.detach())})
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    with open(dest / "metrics.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(h) + "\n" for h in history)
+
+
+def cold_start(dest: Path, out: Path, role: str, s: BuildSettings) -> None:
+    from pasodoble.sft.train import SFTConfig, train_sft
+    from pasodoble.toy.accuracy import toy_accuracy
+
+    validation = _read(out / "data" / "validation.jsonl")
+
+    def on_eval(model, tokenizer, step):
+        return {
+            "val_accuracy": toy_accuracy(
+                model, tokenizer, validation, temperature=DEMO_TEMPERATURE, seed=step
+            )
+        }
+
+    cfg = SFTConfig(
+        role=role,
+        data=str(out / "data" / f"{role}_sft.jsonl"),
+        model=str(out / "base"),
+        out=str(dest),
+        epochs=s.solver_epochs if role == "solver" else s.proposer_epochs,
+        lr=s.solver_lr if role == "solver" else s.proposer_lr,
+        batch_size=s.sft_batch_size,
+        micro_batch_size=s.sft_batch_size,
+        max_length=512,
+        eval_fraction=0.01,
+        seed=s.data_seed,
+        warmup_ratio=0.02,
+        lr_schedule="cosine",
+        checkpoint_every=0,
+        keep_checkpoints=1,
+        eval_every=s.eval_every if role == "solver" else 0,
+    )
+    shutil.rmtree(dest, ignore_errors=True)
+    train_sft(cfg, on_eval=on_eval if role == "solver" else None)
+    shutil.rmtree(dest / "checkpoints", ignore_errors=True)
+
+
+def build(out: str | Path, settings: BuildSettings | None = None) -> dict[str, Any]:
+    """Run (or finish) every stage into ``out``; return the manifest written to ``out/build.json``."""
+    s = settings or BuildSettings()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "build.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    if manifest.get("settings", asdict(s)) != asdict(s):
+        from pasodoble.errors import UserError
+
+        raise UserError(f"{out} was built with other settings; pick another directory or delete it")
+    timings: dict[str, float] = manifest.get("seconds", {})
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.model_seed)
+    _stage(out, "data", timings, lambda d: (d.mkdir(parents=True, exist_ok=True), build_data(d, s)))
+    _stage(out, "tokenizer", timings, lambda d: build_tokenizer(d, out / "data"))
+    _stage(out, "base", timings, lambda d: pretrain(d, out, s))
+    _stage(out, "solver_cold_start", timings, lambda d: cold_start(d, out, "solver", s))
+    _stage(out, "proposer_cold_start", timings, lambda d: cold_start(d, out, "proposer", s))
+    curve = _read(out / "solver_cold_start" / "metrics.jsonl")
+    manifest = {
+        "settings": asdict(s),
+        "seconds": timings,
+        "solver_validation_accuracy": [
+            {"step": r["step"], "accuracy": r["val_accuracy"]} for r in curve if "val_accuracy" in r
+        ],
+        "torch": torch.__version__,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def export_assets(out: str | Path, dest: Path = ASSETS) -> Path:
+    """Copy the built models into the package in bfloat16 (what the repository ships)."""
+    from transformers import AutoModelForCausalLM
+
+    from pasodoble.models import load_tokenizer
+
+    out = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_DIRS:
+        target = dest / name
+        shutil.rmtree(target, ignore_errors=True)
+        model = AutoModelForCausalLM.from_pretrained(str(out / name), dtype=torch.bfloat16)
+        model.save_pretrained(target)
+        load_tokenizer(str(out / name)).save_pretrained(target)
+    shutil.copy(out / "build.json", dest / "build.json")
+    shutil.copy(out / "solver_cold_start" / "metrics.jsonl", dest / "solver_cold_start_curve.jsonl")
+    return dest

@@ -1,0 +1,248 @@
+"""``pasodoble demo``: dual-play on the toy arithmetic world, from cold start to a report, on a CPU.
+
+Stages (each cached, so a second run starts at dual-play):
+
+1. the toy models: the shipped ones (``pasodoble/assets/toy``), else a ``pasodoble toy build`` into
+   the cache directory;
+2. the held-out set (500 canonical problems) and the knowledge base (the corpus's worked records),
+   regenerated deterministically into the cache directory;
+3. the cold-start Solver evaluated on the held-out set through the ``pasodoble eval`` machinery;
+4. online PasoDoble from the two cold-start models (``DEMO_CONFIG`` plus the user's overrides),
+   evaluating the Solver every ``eval.every`` steps;
+5. the final Solver evaluated the same way; ``report.md``, ``summary.json`` and the plots.
+
+No answer computed by the toy generator reaches stage 4: the Solver's labels are the Proposer's
+boxed answers. (``relabel`` exists for ``benchmarks/demo_seeds.py``'s true-answer diagnosis only.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pasodoble.errors import UserError
+from pasodoble.toy.build import ASSETS, DEMO_TEMPERATURE, MODEL_DIRS, heldout_problems
+
+DEFAULT_STEPS = 150
+EVAL_SAMPLES = 4
+ABLATIONS = ("random-reward",)
+
+# The demo's training config (tuned for this world; see docs/demo.md). Paths are filled in at run time.
+DEMO_CONFIG: dict[str, Any] = {
+    "model": {"dtype": "float32"},
+    "rollout": {
+        "temperature": DEMO_TEMPERATURE,
+        "max_prompt_tokens": 192,
+        "max_new_tokens": 128,
+        "generation_batch_size": 128,
+        "open_thinking": False,
+    },
+    "proposer": {
+        "group_size": 12,
+        "learning_rate": 2.0e-5,
+        "micro_batch_size": 12,
+        "temperature": 0.5,
+        "max_new_tokens": 192,
+    },
+    "solver": {
+        "group_size": 8,
+        "learning_rate": 5.0e-5,
+        "micro_batch_size": 48,
+        "max_new_tokens": 128,
+    },
+    "grpo": {"loss_type": "dr_grpo", "beta": 0.0},
+    "knowledge": {"max_snippet_tokens": 160},
+    "grader": {"workers": 1, "timeout_s": 5.0},
+    "eval": {"samples": 2, "temperature": DEMO_TEMPERATURE, "max_new_tokens": 128, "limit": 200, "every": 50},
+    "run": {"mode": "online", "checkpoint_every": 50, "keep_checkpoints": 1, "threads": 0},
+}
+
+
+def cache_dir() -> Path:
+    """Where the demo keeps what it builds: $PASODOBLE_CACHE, else ~/.cache/pasodoble."""
+    root = os.environ.get("PASODOBLE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pasodoble")
+    return Path(root) / "toy"
+
+
+def models_dir(build_dir: Path | None = None) -> Path:
+    """The toy models: the shipped assets when complete, else built (once) into the cache."""
+    if all((ASSETS / name / "config.json").is_file() for name in MODEL_DIRS):
+        return ASSETS
+    from pasodoble.toy.build import build
+
+    target = build_dir or cache_dir() / "build"
+    print(f"pasodoble demo: no shipped toy models; building them into {target} (pasodoble toy build)")
+    build(target)
+    return target
+
+
+def world_data(dest: Path) -> tuple[Path, Path]:
+    """(held-out benchmark JSONL, knowledge-base JSONL), written once into ``dest``."""
+    from pasodoble.toy.build import VALIDATION_SEED, BuildSettings
+    from pasodoble.toy.corpus import build_corpus, write_jsonl
+    from pasodoble.toy.family import sample_problems
+
+    heldout, knowledge = dest / "heldout.jsonl", dest / "knowledge.jsonl"
+    if heldout.is_file() and knowledge.is_file():
+        return heldout, knowledge
+    s = BuildSettings()
+    held = heldout_problems(s.heldout)
+    held_texts = {r["problem"] for r in held}
+    validation = [
+        r for r in sample_problems(s.validation + 100, VALIDATION_SEED) if r["problem"] not in held_texts
+    ]
+    exclude = held_texts | {r["problem"] for r in validation[: s.validation]}
+    corpus = build_corpus(s.corpus, s.corpus_seed, exclude=exclude)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest, prefix=".tmp-"))  # concurrent demos never see a partial file
+    write_jsonl(held, tmp / "heldout.jsonl")
+    write_jsonl([r for r in corpus if r["kind"] == "worked"], tmp / "knowledge.jsonl")
+    for name in ("heldout.jsonl", "knowledge.jsonl"):
+        os.replace(tmp / name, dest / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return heldout, knowledge
+
+
+def demo_config(
+    out: Path,
+    seed: int,
+    models: Path,
+    knowledge: Path,
+    heldout: Path,
+    steps: int,
+    ablation: str | None,
+    overrides: list[str],
+):
+    from pasodoble.config import apply_overrides, config_from_dict
+    from pasodoble.toy.model import PROPOSER_PROMPT, SOLVER_PROMPT
+
+    raw = json.loads(json.dumps(DEMO_CONFIG))
+    raw["model"]["name_or_path"] = str(models / "solver_cold_start")
+    raw["proposer"].update(model_path=str(models / "proposer_cold_start"), prompt=PROPOSER_PROMPT)
+    raw["solver"].update(model_path=str(models / "solver_cold_start"), prompt=SOLVER_PROMPT)
+    raw["knowledge"]["source"] = str(knowledge)
+    raw["eval"]["benchmarks"] = [str(heldout)]
+    raw["run"].update(out_dir=str(out / "run"), seed=seed, max_steps=steps)
+    if ablation == "random-reward":
+        raw["rewards"] = {"solver_reward": "random"}
+    cfg = config_from_dict(raw)
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def evaluate_solver(
+    model_dir: Path, heldout: Path, out: Path, cfg, *, seed: int, samples: int, limit: int | None = None
+) -> float:
+    """pass@1 (mean of ``samples`` samples at the run's temperature) on the held-out set, written to ``out``."""
+    from pasodoble.config import GraderConfig
+    from pasodoble.eval.benchmarks import load_benchmark
+    from pasodoble.eval.runner import BackendGenerator, EvalSettings, load_model_for_eval, run_eval
+    from pasodoble.rollout.hf import HFBackend
+    from pasodoble.verify import Grader
+
+    bench = load_benchmark(str(heldout), limit=limit)
+    settings = EvalSettings(
+        model=str(model_dir),
+        benchmarks=[bench.name],
+        samples=samples,
+        temperature=cfg.rollout.temperature,
+        max_new_tokens=cfg.solver.max_new_tokens or cfg.rollout.max_new_tokens,
+        solver_prompt=cfg.solver.prompt,
+        seed=seed,
+        limit=limit,
+    )
+    model, tok = load_model_for_eval(str(model_dir), seed=seed)
+    generator = BackendGenerator(
+        HFBackend(model, tok, generation_batch_size=64),
+        tok,
+        few_shot=0,
+        temperature=settings.temperature,
+        top_p=1.0,
+        max_new_tokens=settings.max_new_tokens,
+        template=cfg.solver.prompt,
+    )
+    with Grader(GraderConfig(workers=1)) as grader:
+        results = run_eval(settings, [bench], generator, grader.grade_batch, out, problems_per_call=16)
+    return float(results["average"]["pass@1"])
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    ablation: str | None = None,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+    relabel: Callable[[str], str | None] | None = None,
+    label: str | None = None,
+    models: Path | None = None,
+    eval_limit: int | None = None,
+) -> dict[str, Any]:
+    """Run the whole demo into ``out``; return ``summary.json``'s content."""
+    from pasodoble.train import run_training
+
+    if ablation is not None and ablation not in ABLATIONS:
+        raise UserError(f"--ablation must be one of {', '.join(ABLATIONS)}; got {ablation!r}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out} is not empty; pass --overwrite to replace it or choose another --out")
+        if not (out / "summary.json").is_file() and not (out / "run").is_dir():
+            raise UserError(f"--overwrite refuses to delete {out}: it does not look like a demo directory")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    models = models_dir() if models is None else Path(models)
+    heldout, knowledge = world_data(cache_dir() / "data")
+    cfg = demo_config(out, seed, models, knowledge, heldout, steps, ablation, list(overrides or []))
+
+    # The cold-start Solver, copied next to the final one and evaluated the same way.
+    shutil.copytree(models / "solver_cold_start", out / "solver_cold_start")
+    before = evaluate_solver(
+        out / "solver_cold_start",
+        heldout,
+        out / "eval" / "cold_start",
+        cfg,
+        seed=seed,
+        samples=EVAL_SAMPLES,
+        limit=eval_limit,
+    )
+    print(f"pasodoble demo: cold-start Solver held-out pass@1 = {100 * before:.1f}%")
+
+    t_train = time.perf_counter()
+    run_training(cfg, relabel=relabel)
+    train_seconds = time.perf_counter() - t_train
+    run_dir = Path(cfg.run.out_dir)
+    shutil.copytree(run_dir / "solver_final", out / "solver_final")
+    after = evaluate_solver(
+        out / "solver_final",
+        heldout,
+        out / "eval" / "final",
+        cfg,
+        seed=seed,
+        samples=EVAL_SAMPLES,
+        limit=eval_limit,
+    )
+    print(f"pasodoble demo: trained Solver held-out pass@1 = {100 * after:.1f}%")
+
+    from pasodoble.toy.report import write_demo_report
+
+    summary = write_demo_report(
+        out,
+        run_dir,
+        accuracy_before=before,
+        accuracy_after=after,
+        steps=steps,
+        wall_time_s=time.perf_counter() - started,
+        train_time_s=train_seconds,
+        seed=seed,
+        ablation=ablation,
+        label=label,
+    )
+    return summary

@@ -1,0 +1,134 @@
+"""`pasodoble toy build` (tiny settings) and `pasodoble demo` end to end on what it builds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from pasodoble.cli import main
+from pasodoble.toy.build import BuildSettings, build
+
+TINY = BuildSettings(
+    heldout=500,
+    validation=20,
+    corpus=300,
+    solver_examples=64,
+    proposer_examples=32,
+    pretrain_epochs=0.2,
+    pretrain_rows=8,
+    pretrain_length=128,
+    sft_batch_size=16,
+    eval_every=2,
+    threads=1,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy") / "build"
+    manifest = build(out, TINY)
+    return out, manifest
+
+
+def test_build_makes_every_stage_and_is_deterministic(tiny_build, tmp_path):
+    out, manifest = tiny_build
+    for name in ("base", "solver_cold_start", "proposer_cold_start"):
+        assert (out / name / "config.json").is_file() and (out / name / ".done").is_file()
+    curve = manifest["solver_validation_accuracy"]
+    assert [p["step"] for p in curve] == [0, 2, 4]  # 64 examples (1% held out) at batch 16: 4 steps
+    assert set(manifest["seconds"]) == {
+        "data",
+        "tokenizer",
+        "base",
+        "solver_cold_start",
+        "proposer_cold_start",
+    }
+    # the held-out problems appear in no training file
+    held = {json.loads(x)["problem"] for x in (out / "data" / "heldout.jsonl").read_text().splitlines()}
+    assert len(held) == 500
+    for name in ("corpus.jsonl", "solver_sft.jsonl", "proposer_sft.jsonl"):
+        text = (out / "data" / name).read_text()
+        assert not any(p in text for p in held)
+    # a second build from scratch gives the same weights; a finished build is not redone
+    build(tmp_path / "again", TINY)
+    for name in ("base", "solver_cold_start"):
+        a = load_file(out / name / "model.safetensors")
+        b = load_file(tmp_path / "again" / name / "model.safetensors")
+        assert all((a[k] == b[k]).all() for k in a)
+    assert build(out, TINY)["seconds"] == manifest["seconds"]
+    with pytest.raises(Exception, match="other settings"):
+        build(out, BuildSettings(corpus=301))
+
+
+def test_demo_writes_report_summary_plots_and_models(tiny_build, tmp_path, monkeypatch):
+    out, _ = tiny_build
+    monkeypatch.setenv("PASODOBLE_CACHE", str(tmp_path / "cache"))
+    demo = tmp_path / "demo"
+    argv = [
+        "demo",
+        "--out",
+        str(demo),
+        "--models",
+        str(out),
+        "--steps",
+        "2",
+        "--eval-limit",
+        "8",
+        "--seed",
+        "3",
+    ]
+    assert (
+        main(
+            [
+                *argv,
+                "run.progress=false",
+                "eval.every=1",
+                "eval.limit=4",
+                "rollout.max_new_tokens=24",
+                "proposer.max_new_tokens=24",
+                "solver.max_new_tokens=24",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((demo / "summary.json").read_text())
+    assert {"accuracy_before", "accuracy_after", "steps", "valid_question_rate", "wall_time_s"} <= set(
+        summary
+    )
+    assert summary["steps"] == 2 and summary["seed"] == 3 and summary["ablation"] is None
+    for name in ("accuracy.png", "valid_rate.png", "pass_rate.png", "proposer_reward.png", "diversity.png"):
+        assert (demo / name).stat().st_size > 1000
+    for name in ("solver_cold_start", "solver_final"):
+        assert (demo / name / "config.json").is_file() and (demo / name / "tokenizer_config.json").is_file()
+    report = (demo / "report.md").read_text()
+    assert "cold-start Solver" in report and "accuracy.png" in report
+    results = json.loads((demo / "eval" / "final" / "results.json").read_text())
+    assert results["average"]["pass@1"] == pytest.approx(summary["accuracy_after"], abs=1e-4)
+    assert len((demo / "eval" / "final" / "samples.jsonl").read_text().splitlines()) == 8 * 4
+    run_cfg = (demo / "run" / "config.yaml").read_text()
+    assert "solver_reward: verify" in run_cfg and "open_thinking: false" in run_cfg
+    # a second demo into the same directory needs --overwrite
+    assert main(argv) == 1
+
+
+def test_demo_refuses_a_non_empty_directory_without_overwrite(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "file.txt").write_text("keep me")
+    assert main(["demo", "--out", str(tmp_path / "x"), "--models", str(tmp_path)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "x" / "file.txt").read_text() == "keep me"
+
+
+def test_demo_config_ablation_and_overrides(tmp_path):
+    from pasodoble.toy.demo import demo_config
+
+    args = (tmp_path, 5, tmp_path / "m", tmp_path / "k.jsonl", tmp_path / "h.jsonl", 7)
+    plain = demo_config(*args, None, [])
+    assert plain.rewards.solver_reward == "verify" and plain.run.max_steps == 7 and plain.run.seed == 5
+    assert plain.proposer.model_path.endswith("proposer_cold_start")
+    assert plain.solver.model_path.endswith("solver_cold_start")
+    assert plain.knowledge.source.endswith("k.jsonl") and plain.eval.benchmarks == [str(tmp_path / "h.jsonl")]
+    coin = demo_config(*args, "random-reward", ["solver.learning_rate=3e-5"])
+    assert coin.rewards.solver_reward == "random" and coin.solver.learning_rate == 3e-5

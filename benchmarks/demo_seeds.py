@@ -64,7 +64,7 @@ def label_precision(run_dir: Path) -> dict[str, float | int | None]:
     }
 
 
-def run_one(variant: str, seed: int, out: Path, steps: int, overrides: list[str]) -> dict:
+def run_one(variant: str, seed: int, out: Path, steps: int, overrides: list[str], models: str | None) -> dict:
     from pasodoble.toy.demo import run_demo
 
     summary = run_demo(
@@ -76,6 +76,7 @@ def run_one(variant: str, seed: int, out: Path, steps: int, overrides: list[str]
         overwrite=True,
         relabel=true_answer if variant == "true-answer" else None,
         label=variant,
+        models=Path(models) if models else None,
     )
     summary.update(label_precision(out / "run"))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=None, help="dual-play steps (default: the demo's)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    ap.add_argument("--models", default=None, help="toy models directory (default: the demo's)")
     ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="training config overrides for every run")
     args = ap.parse_args(argv)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.one:
         variant, seed = args.one[0], int(args.one[1])
-        run_one(variant, seed, out / f"{variant}-seed{seed}", steps, args.overrides)
+        run_one(variant, seed, out / f"{variant}-seed{seed}", steps, args.overrides, args.models)
         return 0
 
     jobs = [(v, s) for s in args.seeds for v in args.variants]
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             v, s = jobs.pop(0)
             log = open(out / f"{v}-seed{s}.log", "w")
             cmd = [sys.executable, __file__, "--out", str(out), "--steps", str(steps), "--one", v, str(s)]
+            if args.models:
+                cmd += ["--models", args.models]
             running.append(
                 (
                     subprocess.Popen([*cmd, *args.overrides], stdout=log, stderr=subprocess.STDOUT, env=env),

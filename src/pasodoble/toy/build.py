@@ -224,21 +224,29 @@ def build(out: str | Path, settings: BuildSettings | None = None) -> dict[str, A
     timings: dict[str, float] = manifest.get("seconds", {})
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.model_seed)
-    _stage(out, "data", timings, lambda d: (d.mkdir(parents=True, exist_ok=True), build_data(d, s)))
-    _stage(out, "tokenizer", timings, lambda d: build_tokenizer(d, out / "data"))
-    _stage(out, "base", timings, lambda d: pretrain(d, out, s))
-    _stage(out, "solver_cold_start", timings, lambda d: cold_start(d, out, "solver", s))
-    _stage(out, "proposer_cold_start", timings, lambda d: cold_start(d, out, "proposer", s))
+
+    def save_manifest(**extra: Any) -> dict[str, Any]:
+        # written after every stage, so an interrupted build keeps its stages' timings
+        manifest = {"settings": asdict(s), "seconds": timings, "torch": torch.__version__, **extra}
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
+
+    stages = [
+        ("data", lambda d: (d.mkdir(parents=True, exist_ok=True), build_data(d, s))),
+        ("tokenizer", lambda d: build_tokenizer(d, out / "data")),
+        ("base", lambda d: pretrain(d, out, s)),
+        ("solver_cold_start", lambda d: cold_start(d, out, "solver", s)),
+        ("proposer_cold_start", lambda d: cold_start(d, out, "proposer", s)),
+    ]
+    for name, fn in stages:
+        _stage(out, name, timings, fn)
+        save_manifest()
     curve = _read(out / "solver_cold_start" / "metrics.jsonl")
-    manifest = {
-        "settings": asdict(s),
-        "seconds": timings,
-        "solver_validation_accuracy": [
+    manifest = save_manifest(
+        solver_validation_accuracy=[
             {"step": r["step"], "accuracy": r["val_accuracy"]} for r in curve if "val_accuracy" in r
-        ],
-        "torch": torch.__version__,
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        ]
+    )
     return manifest
 
 

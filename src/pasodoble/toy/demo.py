@@ -77,7 +77,11 @@ def models_dir(build_dir: Path | None = None) -> Path:
     from pasodoble.toy.build import build
 
     target = build_dir or cache_dir() / "build"
-    print(f"pasodoble demo: no shipped toy models; building them into {target} (pasodoble toy build)")
+    print(
+        f"pasodoble demo: no shipped toy models; building them into {target} (pasodoble toy build; "
+        "about 40 minutes on 2 CPU cores, once: later runs reuse them)",
+        flush=True,
+    )
     build(target)
     return target
 

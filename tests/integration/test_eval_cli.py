@@ -393,6 +393,8 @@ def test_killed_subprocess_resumes_without_regenerating(tiny_dir, tmp_path):
         "cpu",
         "--grader-workers",
         "0",
+        "--problems-per-call",
+        "2",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "pasodoble.cli", "eval", *args]

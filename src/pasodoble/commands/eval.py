@@ -81,6 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sequences per generation batch (hf backend)",
     )
     parser.add_argument(
+        "--problems-per-call",
+        type=int,
+        default=32,
+        help="problems generated together (each with its own seed) and saved together; a killed run "
+        "regenerates at most this many on resume",
+    )
+    parser.add_argument(
         "--max-prompt-tokens", type=int, default=r.max_prompt_tokens, help="left-truncate longer prompts"
     )
     parser.add_argument(
@@ -98,6 +105,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--top-p must be in (0, 1]; got {args.top_p}")
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1; got {args.max_new_tokens}")
+    if args.problems_per_call < 1:
+        raise UserError(f"--problems-per-call must be >= 1; got {args.problems_per_call}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1; got {args.limit}")
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -165,7 +174,13 @@ def run(args: argparse.Namespace) -> int:
     )
     with Grader(GraderConfig(workers=args.grader_workers)) as grader:
         results = run_eval(
-            settings, benchmarks, generator, grader.grade_batch, args.out, progress=not args.no_progress
+            settings,
+            benchmarks,
+            generator,
+            grader.grade_batch,
+            args.out,
+            problems_per_call=args.problems_per_call,
+            progress=not args.no_progress,
         )
     from pasodoble.eval.report import results_markdown
 

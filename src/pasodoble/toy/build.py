@@ -242,6 +242,9 @@ def build(out: str | Path, settings: BuildSettings | None = None) -> dict[str, A
         _stage(out, name, timings, fn)
         save_manifest()
     curve = _read(out / "solver_cold_start" / "metrics.jsonl")
+    from pasodoble.toy.report import plot_cold_start_curve
+
+    plot_cold_start_curve(curve, out / "solver_cold_start_curve.png")
     manifest = save_manifest(
         solver_validation_accuracy=[
             {"step": r["step"], "accuracy": r["val_accuracy"]} for r in curve if "val_accuracy" in r

@@ -177,3 +177,29 @@ def report_markdown(summary: dict[str, Any], curve: list[tuple[int, float, str]]
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def plot_cold_start_curve(metrics: list[dict[str, Any]], path: Path) -> None:
+    """The cold-start Solver's validation accuracy and held-out loss vs SFT step (``toy build``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(r["step"], 100 * r["val_accuracy"]) for r in metrics if "val_accuracy" in r]
+    loss = [(r["step"], r["eval_loss"]) for r in metrics if "eval_loss" in r and r["step"] > 0]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label="validation pass@1 (%)")
+    ax.set_xlabel("Solver SFT step")
+    ax.set_ylabel("validation pass@1 (%)")
+    ax.grid(alpha=0.3)
+    if loss:
+        ax2 = ax.twinx()
+        ax2.plot(
+            [p[0] for p in loss], [p[1] for p in loss], color="tab:orange", alpha=0.7, label="held-out loss"
+        )
+        ax2.set_ylabel("held-out loss per token")
+    ax.set_title("Cold-start Solver (toy build)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -22,7 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grade": ("pasodoble.commands.grade", "Grade model responses or extracted answers against gold answers."),
     "sft": ("pasodoble.commands.sft", "Cold-start supervised fine-tuning of a role."),
     "report": ("pasodoble.commands.report", "Compare evaluation results or run directories side by side."),
-    "analyze": ("pasodoble.commands.analyze", "Analyses of trained models (memorization of generated problems)."),
+    "analyze": (
+        "pasodoble.commands.analyze",
+        "Analyses of trained models (memorization of generated problems).",
+    ),
     "config": ("pasodoble.commands.config", "Print the default or resolved configuration, or its reference."),
 }
 

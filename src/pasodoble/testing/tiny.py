@@ -83,6 +83,12 @@ def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tok.train_from_iterator(TINY_CORPUS, trainer=trainer)
+    return chatml_fast_tokenizer(tok, model_max_length=4096)
+
+
+def chatml_fast_tokenizer(tok: Tokenizer, *, model_max_length: int) -> PreTrainedTokenizerFast:
+    """Wrap a trained ``tokenizers.Tokenizer`` (with ``SPECIAL_TOKENS``) for transformers: pad
+    ``<|endoftext|>``, EOS ``<|im_end|>``, left padding, the ChatML chat template."""
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=IM_END,
@@ -90,7 +96,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
         bos_token=None,
         unk_token=None,
         padding_side="left",
-        model_max_length=4096,
+        model_max_length=model_max_length,
     )
     fast.add_special_tokens({"additional_special_tokens": [IM_START]})
     fast.chat_template = CHATML_TEMPLATE
@@ -124,14 +130,19 @@ def build_tiny_model(
 
     The global RNG is left untouched (initialization runs under ``torch.random.fork_rng``).
     """
-    config = tiny_model_config(tokenizer, **overrides)
+    return seeded_qwen3(tiny_model_config(tokenizer, **overrides), tokenizer, seed).to(dtype)
+
+
+def seeded_qwen3(config: Qwen3Config, tokenizer, seed: int) -> Qwen3ForCausalLM:
+    """A fresh ``Qwen3ForCausalLM`` whose weights depend only on ``seed`` (global RNG untouched), with
+    the tokenizer's EOS and pad ids in its generation config."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
-    return model.to(dtype)
+    return model
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from pasodoble.testing.tiny import CHATML_TEMPLATE, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS
+from pasodoble.testing.tiny import SPECIAL_TOKENS, chatml_fast_tokenizer, seeded_qwen3
 
 VOCAB_SIZE = 384
 
@@ -56,18 +55,7 @@ def build_toy_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE) -> P
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=IM_END,
-        pad_token=ENDOFTEXT,
-        bos_token=None,
-        unk_token=None,
-        padding_side="left",
-        model_max_length=512,
-    )
-    fast.add_special_tokens({"additional_special_tokens": [IM_START]})
-    fast.chat_template = CHATML_TEMPLATE
-    return fast
+    return chatml_fast_tokenizer(tok, model_max_length=512)
 
 
 def toy_model_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> Qwen3Config:
@@ -84,11 +72,4 @@ def toy_model_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> Qwen3Co
 
 def build_toy_model(tokenizer: PreTrainedTokenizerFast, seed: int, **overrides) -> Qwen3ForCausalLM:
     """A freshly initialized toy model; weights depend only on ``seed`` (global RNG untouched)."""
-    config = toy_model_config(tokenizer, **overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen3ForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = None
-    return model
+    return seeded_qwen3(toy_model_config(tokenizer, **overrides), tokenizer, seed)

@@ -48,27 +48,38 @@ class BuildSettings:
 
     heldout: int = 500
     validation: int = 400
-    corpus: int = 20000
+    corpus: int = 180000
     corpus_seed: int = 0
-    solver_examples: int = 48000
+    solver_examples: int = 16000
     proposer_examples: int = 8000
     data_seed: int = 0
     model_seed: int = 0
-    pretrain_epochs: float = 2.0
+    pretrain_epochs: float = 1.0
     pretrain_lr: float = 2e-3
-    pretrain_rows: int = 32  # rows of pretrain_length tokens per optimizer step
+    pretrain_rows: int = 16  # rows of pretrain_length tokens per optimizer step
     pretrain_length: int = 256
     solver_epochs: float = 1.0
-    solver_lr: float = 1e-3
+    solver_lr: float = 5e-4
     proposer_epochs: float = 1.0
-    proposer_lr: float = 1e-3
-    sft_batch_size: int = 64
-    eval_every: int = 75  # Solver SFT steps between validation-accuracy measurements
+    proposer_lr: float = 5e-4
+    sft_batch_size: int = 32
+    eval_every: int = 50  # Solver SFT steps between validation-accuracy measurements
+    eval_samples: int = 2  # samples per validation problem (one fixed seed, so points compare)
     threads: int = 2
 
 
 def heldout_problems(n: int = 500) -> list[dict[str, str]]:
     return sample_problems(n, HELDOUT_SEED)
+
+
+def evaluation_sets(s: BuildSettings) -> tuple[list[dict[str, str]], list[dict[str, str]], set[str]]:
+    """(held-out problems, validation problems, every problem text kept out of the training data)."""
+    heldout = heldout_problems(s.heldout)
+    held_texts = {r["problem"] for r in heldout}
+    validation = [
+        r for r in sample_problems(s.validation + 100, VALIDATION_SEED) if r["problem"] not in held_texts
+    ][: s.validation]
+    return heldout, validation, held_texts | {r["problem"] for r in validation}
 
 
 def _stage(out: Path, name: str, timings: dict[str, float], fn) -> None:
@@ -91,13 +102,7 @@ def build_data(dest: Path, s: BuildSettings) -> None:
     from pasodoble.toy.corpus import build_corpus, write_jsonl
     from pasodoble.toy.model import PROPOSER_PROMPT, SOLVER_PROMPT
 
-    heldout = heldout_problems(s.heldout)
-    held_texts = {r["problem"] for r in heldout}
-    validation = [
-        r for r in sample_problems(s.validation + 100, VALIDATION_SEED) if r["problem"] not in held_texts
-    ]
-    validation = validation[: s.validation]
-    exclude = held_texts | {r["problem"] for r in validation}
+    heldout, validation, exclude = evaluation_sets(s)
     corpus = build_corpus(s.corpus, s.corpus_seed, exclude=exclude)
     worked = [r for r in corpus if r["kind"] == "worked"]
     write_jsonl(heldout, dest / "heldout.jsonl")
@@ -183,7 +188,12 @@ def cold_start(dest: Path, out: Path, role: str, s: BuildSettings) -> None:
     def on_eval(model, tokenizer, step):
         return {
             "val_accuracy": toy_accuracy(
-                model, tokenizer, validation, temperature=DEMO_TEMPERATURE, seed=step
+                model,
+                tokenizer,
+                validation,
+                temperature=DEMO_TEMPERATURE,
+                seed=0,
+                samples=s.eval_samples,
             )
         }
 

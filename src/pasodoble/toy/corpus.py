@@ -40,7 +40,7 @@ from typing import Any
 from pasodoble.toy.family import Expression, evaluate, parse_canonical, sample_expression
 
 KINDS = ("fact", "worked", "explanation")
-DEFAULT_MIX = {"fact": 0.35, "worked": 0.5, "explanation": 0.15}
+DEFAULT_MIX = {"fact": 0.2, "worked": 0.7, "explanation": 0.1}
 OP_WORDS = {"+": "plus", "-": "minus", "*": "times"}
 _APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 

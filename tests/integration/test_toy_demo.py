@@ -132,3 +132,30 @@ def test_demo_config_ablation_and_overrides(tmp_path):
     assert plain.knowledge.source.endswith("k.jsonl") and plain.eval.benchmarks == [str(tmp_path / "h.jsonl")]
     coin = demo_config(*args, "random-reward", ["solver.learning_rate=3e-5"])
     assert coin.rewards.solver_reward == "random" and coin.solver.learning_rate == 3e-5
+
+
+def test_rl_probe_runs_side_by_side_from_one_model(tiny_build, tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "toy_rl_probe.py"
+    spec = importlib.util.spec_from_file_location("toy_rl_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "toy_rl_probe", probe)  # dataclasses resolve annotations there
+    spec.loader.exec_module(probe)
+    out, _ = tiny_build
+    argv = ["--model", str(out / "solver_cold_start"), "--steps", "2", "--eval-every", "1"]
+    argv += ["--eval-problems", "4", "--eval-samples", "1", "--max-new-tokens", "16", "--out", str(tmp_path)]
+    argv += ["--run", "a:lr=1e-5,questions=2,samples=2", "--run", "b:mode=sft,lr=1e-4,questions=2"]
+    assert probe.main(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["run"]["name"] for r in results] == ["a", "b"]
+    assert all([p["step"] for p in r["curve"]] == [0, 1, 2] for r in results)
+    # both runs start from the same model and evaluation: same step-0 accuracy
+    assert results[0]["curve"][0] == results[1]["curve"][0]
+    assert "| a |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit, match="unknown setting"):
+        probe.parse_run("x:learning_rate=1")
+    with pytest.raises(SystemExit, match="needs a float"):
+        probe.parse_run("x:lr=fast")

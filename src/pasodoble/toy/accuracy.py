@@ -17,6 +17,20 @@ def boxed_int_correct(text: str, answer: str) -> bool:
     return pred is not None and pred.strip() == str(answer).strip()
 
 
+def solver_prompt_ids(tokenizer, problems: list[dict[str, Any]]) -> list[list[int]]:
+    """The demo's Solver prompt (``toy.model.SOLVER_PROMPT`` in the chat template) of each problem, as ids."""
+    from pasodoble.prompts import SOLVER, build_prompt
+    from pasodoble.toy.model import SOLVER_PROMPT
+
+    return [
+        tokenizer(
+            build_prompt(SOLVER, tokenizer, problem=p["problem"], template=SOLVER_PROMPT),
+            add_special_tokens=False,
+        ).input_ids
+        for p in problems
+    ]
+
+
 def toy_accuracy(
     model,
     tokenizer,
@@ -29,19 +43,11 @@ def toy_accuracy(
     batch_size: int = 256,
 ) -> float:
     """Mean correctness over ``samples`` samples of each problem (``problem``/``answer`` records)."""
-    from pasodoble.prompts import SOLVER, build_prompt
     from pasodoble.rollout.base import SamplingParams
     from pasodoble.rollout.hf import HFBackend
-    from pasodoble.toy.model import SOLVER_PROMPT
 
     backend = HFBackend(model, tokenizer, generation_batch_size=batch_size)
-    prompts = [
-        tokenizer(
-            build_prompt(SOLVER, tokenizer, problem=p["problem"], template=SOLVER_PROMPT),
-            add_special_tokens=False,
-        ).input_ids
-        for p in problems
-    ]
+    prompts = solver_prompt_ids(tokenizer, problems)
     params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, n=samples, seed=seed)
     groups = backend.generate(prompts, params)
     right = sum(

@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from pasodoble.errors import UserError
-from pasodoble.toy.build import ASSETS, DEMO_TEMPERATURE, MODEL_DIRS, heldout_problems
+from pasodoble.toy.build import ASSETS, DEMO_TEMPERATURE, MODEL_DIRS
 
-DEFAULT_STEPS = 150
+DEFAULT_STEPS = 100
 EVAL_SAMPLES = 4
 ABLATIONS = ("random-reward",)
 
-# The demo's training config (tuned for this world; see docs/demo.md). Paths are filled in at run time.
+# The demo's training config (a first guess for this world; see docs/toy-world.md).
+# Paths are filled in at run time.
 DEMO_CONFIG: dict[str, Any] = {
     "model": {"dtype": "float32"},
     "rollout": {
@@ -52,7 +53,7 @@ DEMO_CONFIG: dict[str, Any] = {
     },
     "solver": {
         "group_size": 8,
-        "learning_rate": 5.0e-5,
+        "learning_rate": 3.0e-5,
         "micro_batch_size": 48,
         "max_new_tokens": 128,
     },
@@ -79,7 +80,7 @@ def models_dir(build_dir: Path | None = None) -> Path:
     target = build_dir or cache_dir() / "build"
     print(
         f"pasodoble demo: no shipped toy models; building them into {target} (pasodoble toy build; "
-        "about 40 minutes on 2 CPU cores, once: later runs reuse them)",
+        "about an hour on 2 CPU cores, once: later runs reuse them)",
         flush=True,
     )
     build(target)
@@ -88,20 +89,14 @@ def models_dir(build_dir: Path | None = None) -> Path:
 
 def world_data(dest: Path) -> tuple[Path, Path]:
     """(held-out benchmark JSONL, knowledge-base JSONL), written once into ``dest``."""
-    from pasodoble.toy.build import VALIDATION_SEED, BuildSettings
+    from pasodoble.toy.build import BuildSettings, evaluation_sets
     from pasodoble.toy.corpus import build_corpus, write_jsonl
-    from pasodoble.toy.family import sample_problems
 
     heldout, knowledge = dest / "heldout.jsonl", dest / "knowledge.jsonl"
     if heldout.is_file() and knowledge.is_file():
         return heldout, knowledge
     s = BuildSettings()
-    held = heldout_problems(s.heldout)
-    held_texts = {r["problem"] for r in held}
-    validation = [
-        r for r in sample_problems(s.validation + 100, VALIDATION_SEED) if r["problem"] not in held_texts
-    ]
-    exclude = held_texts | {r["problem"] for r in validation[: s.validation]}
+    held, _, exclude = evaluation_sets(s)
     corpus = build_corpus(s.corpus, s.corpus_seed, exclude=exclude)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest, prefix=".tmp-"))  # concurrent demos never see a partial file

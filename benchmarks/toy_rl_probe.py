@@ -102,7 +102,7 @@ def probe(run: ProbeRun, args, validation, train_problems) -> dict:
     )
     policy = learner.unwrapped_model
     backend = HFBackend(policy, tok, generation_batch_size=128)
-    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    eos = tok.eos_token_id  # the chat template's end of turn (<|im_end|>), which ends every answer
 
     def accuracy() -> float:
         policy.eval()

@@ -134,6 +134,43 @@ def test_demo_config_ablation_and_overrides(tmp_path):
     assert coin.rewards.solver_reward == "random" and coin.solver.learning_rate == 3e-5
 
 
+def test_demo_generation_caps_fit_the_cold_start_answers():
+    """Each role's cap holds the longest answer its cold start taught it (+ end of turn).
+
+    At the earlier Proposer cap of 192 tokens, 28% of the shipped Proposer's proposals were cut before
+    their boxed answer and counted invalid (its SFT answers run to 221 tokens).
+    """
+    from pasodoble.models import load_tokenizer
+    from pasodoble.toy.build import ASSETS
+    from pasodoble.toy.cold_start import proposer_examples, solver_examples
+    from pasodoble.toy.corpus import build_corpus
+    from pasodoble.toy.demo import DEMO_CONFIG
+
+    tok = load_tokenizer(str(ASSETS / "proposer_cold_start"))
+    corpus = build_corpus(3000, 0, exclude=set())
+    for role, examples in (
+        ("proposer", proposer_examples(corpus, 1000, 0, exclude=set())),
+        ("solver", solver_examples(1000, 0, exclude=set())),
+    ):
+        longest = max(
+            len(tok(e["messages"][-1]["content"], add_special_tokens=False).input_ids) + 1 for e in examples
+        )
+        assert longest <= DEMO_CONFIG[role]["max_new_tokens"], (role, longest)
+
+
+def test_demo_threads(tmp_path, monkeypatch):
+    import os
+
+    from pasodoble.toy import demo
+
+    args = (tmp_path, 0, tmp_path / "m", tmp_path / "k.jsonl", tmp_path / "h.jsonl", 7, None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert demo.demo_threads() == 2 and demo.demo_config(*args, []).run.threads == 2
+    assert demo.demo_config(*args, ["run.threads=1"]).run.threads == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert demo.demo_threads() == 1
+
+
 def test_rl_probe_runs_side_by_side_from_one_model(tiny_build, tmp_path, monkeypatch):
     import importlib.util
     import sys

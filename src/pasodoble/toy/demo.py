@@ -31,6 +31,9 @@ from pasodoble.toy.build import ASSETS, DEMO_TEMPERATURE, MODEL_DIRS
 
 DEFAULT_STEPS = 100
 EVAL_SAMPLES = 4
+# torch threads of the demo when run.threads is not overridden: 2 ran a dual-play step 1.3x faster
+# than 1 on an idle 2-core machine (docs/toy-world.md); pass run.threads=1 on a shared one.
+DEMO_THREADS = 2
 ABLATIONS = ("random-reward",)
 
 # The demo's training config (a first guess for this world; see docs/toy-world.md).
@@ -49,7 +52,9 @@ DEMO_CONFIG: dict[str, Any] = {
         "learning_rate": 2.0e-5,
         "micro_batch_size": 12,
         "temperature": 0.5,
-        "max_new_tokens": 192,
+        # The cold-start Proposer writes 182 tokens at the median and 213 at most (16 snippets x 12):
+        # at 192, 28% of proposals were cut before their boxed answer and counted invalid.
+        "max_new_tokens": 256,
     },
     "solver": {
         "group_size": 8,
@@ -61,8 +66,17 @@ DEMO_CONFIG: dict[str, Any] = {
     "knowledge": {"max_snippet_tokens": 160},
     "grader": {"workers": 1, "timeout_s": 5.0},
     "eval": {"samples": 2, "temperature": DEMO_TEMPERATURE, "max_new_tokens": 128, "limit": 200, "every": 50},
-    "run": {"mode": "online", "checkpoint_every": 50, "keep_checkpoints": 1, "threads": 0},
+    "run": {"mode": "online", "checkpoint_every": 50, "keep_checkpoints": 1},
 }
+
+
+def demo_threads() -> int:
+    """``DEMO_THREADS``, or fewer when this process may use fewer CPUs."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(DEMO_THREADS, available))
 
 
 def cache_dir() -> Path:
@@ -127,7 +141,7 @@ def demo_config(
     raw["solver"].update(model_path=str(models / "solver_cold_start"), prompt=SOLVER_PROMPT)
     raw["knowledge"]["source"] = str(knowledge)
     raw["eval"]["benchmarks"] = [str(heldout)]
-    raw["run"].update(out_dir=str(out / "run"), seed=seed, max_steps=steps)
+    raw["run"].update(out_dir=str(out / "run"), seed=seed, max_steps=steps, threads=demo_threads())
     if ablation == "random-reward":
         raw["rewards"] = {"solver_reward": "random"}
     cfg = config_from_dict(raw)
@@ -155,7 +169,7 @@ def evaluate_solver(
         seed=seed,
         limit=limit,
     )
-    model, tok = load_model_for_eval(str(model_dir), seed=seed)
+    model, tok = load_model_for_eval(str(model_dir), seed=seed, threads=cfg.run.threads or None)
     generator = BackendGenerator(
         HFBackend(model, tok, generation_batch_size=64),
         tok,

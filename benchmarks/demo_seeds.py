@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/demo_seeds.py --out runs/demo-seeds --seeds 0 1 2 --jobs 2
 
-Runs ``pasodoble demo`` for every (variant, seed), ``--jobs`` at a time (one torch thread each), and
+Runs ``pasodoble demo`` for every (variant, seed), ``--jobs`` at a time (sharing the demo's torch
+threads: one each with the default two jobs), and
 prints per-seed held-out pass@1 before and after, the gain, and the label precision of the run: the
 share of the Proposer's answers that are right, over valid questions and over the questions the
 Solver trained on. Variants:
@@ -89,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=None, help="dual-play steps (default: the demo's)")
-    ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    ap.add_argument(
+        "--jobs", type=int, default=2, help="runs at a time (they share the demo's 2 torch threads)"
+    )
     ap.add_argument("--models", default=None, help="toy models directory (default: the demo's)")
     ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="training config overrides for every run")
@@ -108,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     running: list[tuple[subprocess.Popen, str, int]] = []
     failed = []
     started = time.perf_counter()
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    from pasodoble.toy.demo import demo_threads
+
+    threads = max(1, demo_threads() // args.jobs)  # the demo's threads shared among the jobs
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     while jobs or running:
         while jobs and len(running) < args.jobs:
             v, s = jobs.pop(0)
@@ -118,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--models", args.models]
             running.append(
                 (
-                    subprocess.Popen([*cmd, *args.overrides], stdout=log, stderr=subprocess.STDOUT, env=env),
+                    subprocess.Popen(
+                        [*cmd, f"run.threads={threads}", *args.overrides],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    ),
                     v,
                     s,
                 )

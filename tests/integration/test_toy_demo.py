@@ -84,6 +84,7 @@ def test_demo_writes_report_summary_plots_and_models(tiny_build, tmp_path, monke
             [
                 *argv,
                 "run.progress=false",
+                "run.threads=1",  # torch's thread count is process-wide: keep the suite's 1
                 "eval.every=1",
                 "eval.limit=4",
                 "rollout.max_new_tokens=24",

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 # --------------------------------------------------------------------------------------------------
 # Layer 1: string normalization (all regexes below are linear: no nested or adjacent ambiguous repeats
-# over unbounded input, and inputs are already truncated to max_answer_chars).
+# over unbounded input, and the grader passes only answers of at most max_answer_chars characters).
 # --------------------------------------------------------------------------------------------------
 
 _UNIT_WORDS = (
@@ -42,11 +42,17 @@ _LEADING_ZERO_RE = re.compile(r"(?<![\d.])0+(\d)")
 _SCI_RE = re.compile(r"(?<![\w.])(-?\d+(?:\.\d*)?|-?\.\d+)[eE]([-+]?\d+)(?![\w.])")
 _SCI_TIMES_RE = re.compile(r"(-?\d+(?:\.\d*)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*([-+]?\d+)\s*\}?")
 _TRAILING_DOT_NUM_RE = re.compile(r"(\d)\.(?![\d]|\\overline)")
+# the assigned name of a leading "x =", "x_1 =", "a_{12} =", "\\theta =", "f(x) =" (a subscript in braces
+# must close before the "=": "\\sum_{k=1}^{3} k" is not an assignment)
 _ASSIGN_RE = re.compile(
-    r"^(?:[A-Za-z](?:_\{?[A-Za-z0-9]{1,3}\}?)?|\\[A-Za-z]{2,10}(?:_\{?[A-Za-z0-9]{1,3}\}?)?)"
+    r"^(?:[A-Za-z]|\\[A-Za-z]{2,10})(?:_(?:\{[A-Za-z0-9]{1,3}\}|[A-Za-z0-9]{1,3}))?"
     r"(?:\([A-Za-z, ]{1,10}\))?\s*(?:=|\\approx)\s*"
 )
 _DFRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
+# "\\lim_{x=0}" (an informal "x -> 0"; math-verify reads it as the number 0) -> "\\lim_{x\\to 0}"
+_LIM_EQ_RE = re.compile(r"\\lim_\{\s*([A-Za-z]|\\[A-Za-z]{2,10})\s*=")
+# "\\int_{x=0}^{1}": the variable is named by the "dx"; math-verify reads "x=0" as the number 0
+_INT_EQ_RE = re.compile(r"\\int_\{\s*[A-Za-z]\s*=\s*")
 _FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _MC_RE = re.compile(r"^\(?([A-Ea-e])\)?(?:\s|$|[.:)])")
 _CURRENCY_RE = re.compile(r"\\\$|\$|\\(?:text)?dollar|USD|Rs\.?|\\euro|€|£")
@@ -152,6 +158,8 @@ def normalize_answer(s: str) -> str:
     s = s.replace("\n", " ").replace("\\\\!", "")
     s = _COMMA_SPACING_RE.sub(r"\1,", s)
     s = _DFRAC_RE.sub(r"\\frac", s)
+    s = _LIM_EQ_RE.sub(r"\\lim_{\1\\to ", s)
+    s = _INT_EQ_RE.sub(r"\\int_{", s)
     s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _LEFT_RIGHT_RE.sub("", s)
     s = _THOUSANDS_SPACE_RE.sub(lambda mm: mm.group(1) + re.sub(r"\\[,!]", "", mm.group(2)), s)
@@ -171,9 +179,7 @@ def normalize_answer(s: str) -> str:
         s = _TEXT_MACRO_RE.sub(lambda mm: mm.group(1), s)
     s = s.strip().rstrip(".").strip()
     s = strip_outer(s)
-    m = _ASSIGN_RE.match(s)
-    if m and "=" not in s[m.end() :] and m.end() < len(s):
-        s = s[m.end() :]
+    s = _strip_assignment(s)
     s = _THOUSANDS_BRACE_RE.sub(r"\1,\2", s)
     s = _THOUSANDS_RE.sub(lambda mm: mm.group(1) + mm.group(2).replace(",", ""), s)
     s = _SCI_RE.sub(_sci_sub, s)
@@ -190,6 +196,26 @@ def normalize_answer(s: str) -> str:
     if word is not None:
         s = word
     return s.strip()
+
+
+def _strip_assignment(s: str) -> str:
+    """``x = 3`` -> ``3``: a leading assignment is dropped when no other top-level ``=`` follows it.
+
+    Top level means outside braces: ``x = \\sum_{k=1}^{4} k`` -> ``\\sum_{k=1}^{4} k``, but ``x = 2 = y`` and
+    ``\\sum_{k=1}^{3} k`` (whose ``=`` is inside the subscript) are kept whole. Linear.
+    """
+    m = _ASSIGN_RE.match(s)
+    if not m or m.end() == len(s):
+        return s
+    depth = 0
+    for ch in s[m.end() :]:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif ch == "=" and depth <= 0:
+            return s
+    return s[m.end() :]
 
 
 _TRAILING_TEXT_RE = re.compile(

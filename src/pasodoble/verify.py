@@ -35,6 +35,7 @@ from multiprocessing.connection import wait as _mp_wait
 from pasodoble.config import GraderConfig
 from pasodoble.extract import extract_answer
 from pasodoble.normalize import (
+    _compact,
     normalize_answer,
     quick_check,
     strip_outer,
@@ -46,13 +47,14 @@ __all__ = [
     "Verdict",
     "answers_equivalent",
     "check_pair",
+    "too_long_verdict",
     "extract_answer",
     "normalize_answer",
 ]
 
 log = logging.getLogger(__name__)
 
-REASONS = ("no_answer", "mismatch", "timeout", "parse_error")
+REASONS = ("no_answer", "mismatch", "timeout", "parse_error", "too_long")
 
 # --------------------------------------------------------------------------------------------------
 # Layer 3: math-verify
@@ -168,18 +170,34 @@ def _mv_equivalent(pred: str, gold: str, mv_timeout: int | None) -> bool:
     return False
 
 
+def too_long_verdict(pred: str, gold: str, max_answer_chars: int) -> tuple[bool, str | None] | None:
+    """The verdict of a pair in which either answer is longer than ``max_answer_chars``, else None.
+
+    Such a pair is never normalized or parsed (the cost of sympy grows with the length) and never
+    compared by a prefix: it is correct only when the two answers are the same text in full (up to
+    whitespace, in linear time); otherwise it is wrong with reason ``too_long``.
+    """
+    if len(pred) <= max_answer_chars and len(gold) <= max_answer_chars:
+        return None
+    if _compact(strip_outer(pred)) == _compact(strip_outer(gold)):
+        return True, None
+    return False, "too_long"
+
+
 def check_pair(
     pred: str | None, gold: str, max_answer_chars: int = 1000, mv_timeout: int | None = None
 ) -> tuple[bool, str | None]:
     """Full in-process check of an extracted answer: (correct, reason).
 
+    Answers longer than ``max_answer_chars`` are compared as whole strings only (``too_long_verdict``).
     ``mv_timeout``: math-verify's own signal-based timeout in whole seconds (main thread only); None
     disables it, leaving the check unbounded (workers are bounded by being killed instead).
     """
     if pred is None or not pred.strip():
         return False, "no_answer"
-    pred = pred[:max_answer_chars]
-    gold = gold[:max_answer_chars]
+    long = too_long_verdict(pred, gold, max_answer_chars)
+    if long is not None:
+        return long
     q = quick_check(pred, gold)
     if q is not None:
         return q, (None if q else "mismatch")
@@ -218,7 +236,8 @@ class Verdict:
 
     pred: str | None
     correct: bool
-    reason: str | None  # None when correct, else 'no_answer' | 'mismatch' | 'timeout' | 'parse_error'
+    # None when correct, else 'no_answer' | 'mismatch' | 'timeout' | 'parse_error' | 'too_long'
+    reason: str | None
 
 
 @dataclass
@@ -233,6 +252,7 @@ class GraderStats:
     timeouts: int = 0
     errors: int = 0
     no_answer: int = 0
+    too_long: int = 0
     worker_restarts: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -365,10 +385,9 @@ class Grader:
     # ------------------------------------------------------------------ public API
 
     def extract(self, response: str) -> str | None:
-        ans = extract_answer(_clean_text(response), self.cfg.fallback, max_chars=self.cfg.max_chars)
-        if ans is not None:
-            ans = ans[: self.cfg.max_answer_chars]
-        return ans
+        """The final answer of ``response`` in full (a longer answer than ``max_answer_chars`` is graded
+        ``too_long`` unless it equals the gold, never compared by a prefix)."""
+        return extract_answer(_clean_text(response), self.cfg.fallback, max_chars=self.cfg.max_chars)
 
     def grade(self, response: str, gold: str, *, extracted: bool = False) -> Verdict:
         return self.grade_batch([response], [gold], extracted=extracted)[0]
@@ -390,11 +409,11 @@ class Grader:
             if r is None:
                 preds.append(None)
             elif extracted:
-                p = strip_outer(_clean_text(str(r))[:mac])
+                p = strip_outer(_clean_text(str(r)))
                 preds.append(p or None)
             else:
                 preds.append(self.extract(str(r)))
-        gold_s = [_gold_answer(_clean_text(str(g))[:mac]) for g in golds]
+        gold_s = [_gold_answer(_clean_text(str(g))) for g in golds]
         results: list[tuple[bool, str | None] | None] = [None] * len(preds)
         todo: dict[tuple[str, str], list[int]] = {}
         bar = None
@@ -406,6 +425,10 @@ class Grader:
             for i, (p, g) in enumerate(zip(preds, gold_s, strict=True)):
                 if p is None:
                     results[i] = (False, "no_answer")
+                    continue
+                long = too_long_verdict(p, g, mac)
+                if long is not None:  # decided in linear time; not cached (the keys would be large)
+                    results[i] = long
                     continue
                 key = (p, g)
                 hit = self._cache_get(key)
@@ -459,6 +482,8 @@ class Grader:
                         self.stats.errors += 1
                     elif reason == "no_answer":
                         self.stats.no_answer += 1
+                    elif reason == "too_long":
+                        self.stats.too_long += 1
                 out.append(Verdict(pred=p, correct=ok, reason=reason))
             return out
 

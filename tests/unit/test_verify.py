@@ -384,3 +384,83 @@ GRADER_SET_RULES = [
 @pytest.mark.parametrize("pred,gold,expected", GRADER_SET_RULES)
 def test_grader_set_rules(pred, gold, expected):
     assert answers_equivalent(pred, gold) is expected
+
+
+# issue 16: an "=" inside a subscript is not an assignment; only a top-level "x = ..." is stripped
+BIG_OPERATOR_CASES = [
+    ("\\sum_{k=1}^{3} k", "6", True),  # 1 + 2 + 3
+    ("\\sum_{k=1}^{3} k", "1", False),  # was True: "\\sum_{k=" was stripped as "x =", leaving "1}^{3} k"
+    ("\\prod_{k=1}^{3} k", "6", True),  # 1 * 2 * 3
+    ("\\prod_{k=1}^{3} k", "1", False),
+    ("\\sum_{n=1}^{\\infty}\\frac{1}{n^2}", "\\frac{\\pi^2}{6}", True),  # Basel problem
+    ("\\sum_{n=1}^{\\infty}\\frac{1}{n^2}", "1", False),
+    ("\\lim_{x=0} (x+1)", "1", True),
+    ("\\lim_{x=0} (x+1)", "0", False),
+    ("\\lim_{x \\to 0}\\frac{\\sin x}{x}", "1", True),
+    ("\\lim_{x \\to 0}\\frac{\\sin x}{x}", "0", False),
+    ("\\int_{x=0}^{1} x\\,dx", "\\frac{1}{2}", True),
+    ("\\int_{x=0}^{1} x\\,dx", "0", False),  # was True: math-verify reads "x=0" as the value 0
+    ("\\sum_{k=0}^{10} 2^k", "2047", True),
+    ("\\sum_{k=0}^{10} 2^k", "2048", False),
+    ("x = \\sum_{k=1}^{4} k", "10", True),  # a top-level assignment whose value has "=" inside braces
+    ("x = \\sum_{k=1}^{4} k", "4", False),
+    ("a_{1} = 5", "5", True),  # balanced subscript on the assigned name
+]
+
+
+@pytest.mark.parametrize("pred,gold,expected", BIG_OPERATOR_CASES)
+def test_equals_inside_braces_is_not_an_assignment(pred, gold, expected):
+    assert answers_equivalent(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    "raw,norm",
+    [
+        ("\\sum_{k=1}^{3} k", "\\sum_{k=1}^{3} k"),
+        ("\\lim_{x=0} x", "\\lim_{x\\to 0} x"),  # an informal "x -> 0"
+        ("x = \\sum_{k=1}^{3} k", "\\sum_{k=1}^{3} k"),
+        ("x_{1} = 3", "3"),
+        ("f(x) = 2x", "2x"),
+    ],
+)
+def test_assignment_stripping_is_top_level_only(raw, norm):
+    assert normalize_answer(raw) == norm
+
+
+# issue 16: answers were compared by their first grader.max_answer_chars (1,000) characters
+_LIST_2000 = ", ".join(str(i) for i in range(2000))
+_LIST_2000_LAST_CHANGED = ", ".join(str(i) for i in range(1999)) + ", 5000"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_long_answers_are_never_compared_by_a_prefix(workers):
+    with Grader(GraderConfig(workers=workers, timeout_s=10.0)) as g:
+        preds = ["7" * 5000, _LIST_2000_LAST_CHANGED, _LIST_2000, "7" * 1000]
+        golds = ["7" * 1000, _LIST_2000, _LIST_2000, "7" * 1000]
+        got = g.grade_batch(preds, golds, extracted=True)
+        # the same, extracted from full responses
+        boxed = g.grade_batch(["so \\boxed{" + p + "}" for p in preds], golds)
+    assert [(v.correct, v.reason) for v in got] == [
+        (False, "too_long"),
+        (False, "too_long"),
+        (True, None),  # identical in full
+        (True, None),  # exactly at the cap: compared as usual
+    ]
+    assert [(v.correct, v.reason) for v in boxed] == [(v.correct, v.reason) for v in got]
+    assert got[0].pred == "7" * 5000  # the verdict reports the whole answer, not a prefix
+    assert g.stats.reasons["too_long"] == 4
+
+
+def test_long_answers_in_process_helpers():
+    assert answers_equivalent("7" * 5000, "7" * 1000) is False
+    assert answers_equivalent("7" * 1000, "7" * 5000) is False
+    assert answers_equivalent(_LIST_2000_LAST_CHANGED, _LIST_2000) is False
+    assert answers_equivalent(_LIST_2000, " " + _LIST_2000 + " ") is True
+
+
+def test_long_gold_solution_is_reduced_to_its_box_before_the_length_cap():
+    gold = "We add them all. " + "Then we simplify. " * 100 + "So the total is $\\boxed{42}$."
+    assert len(gold) > 1000
+    with Grader(GraderConfig(workers=0)) as g:
+        assert g.grade("\\boxed{42}", gold).correct
+        assert not g.grade("\\boxed{41}", gold).correct

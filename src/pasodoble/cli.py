@@ -1,8 +1,10 @@
 """The ``pasodoble`` command line: one subcommand per capability, each in ``pasodoble.commands``.
 
-Every subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; modules are
-imported only when their subcommand runs, so ``pasodoble --help`` stays fast and heavy libraries load
-only when needed. User errors (``ConfigError``, ``UserError``) print one line and exit non-zero.
+Every subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Only the module of
+the subcommand being run is imported (its arguments are built only then), so ``pasodoble --help``
+loads no heavy library. Options may come anywhere among a command's positional arguments
+(``pasodoble train cfg.yaml --overwrite run.out_dir=X``). User errors (``ConfigError``,
+``UserError``) print one line and exit non-zero.
 """
 
 from __future__ import annotations
@@ -31,27 +33,59 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: the command names and their one-line help (no command module imported)."""
     parser = argparse.ArgumentParser(
         prog="pasodoble",
         description="PasoDoble: dual-play RL of LLMs. A Proposer writes math problems with answers, "
-        "a Solver solves them; both are trained with GRPO.",
+        "a Solver solves them; both are trained with GRPO. `pasodoble COMMAND --help` lists a "
+        "command's options.",
     )
     parser.add_argument("--version", action="version", version=f"pasodoble {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        importlib.import_module(module).add_arguments(p)
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, description=help_, add_help=False)
     return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The full parser of one command (imports its module)."""
+    module, help_ = COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"pasodoble {name}", description=help_)
+    importlib.import_module(module).add_arguments(parser)
+    return parser
+
+
+def parse_command_args(name: str, argv: list[str]) -> argparse.Namespace:
+    """Parse a command's arguments, options allowed anywhere among its positionals.
+
+    ``parse_intermixed_args`` refuses parsers with nested subcommands (``sft``, ``toy``, ``analyze``);
+    those are parsed as usual (they take no free positional lists).
+    """
+    parser = command_parser(name)
+    try:
+        args = parser.parse_intermixed_args(argv)
+    except TypeError as exc:
+        if not str(exc).startswith("parse_intermixed_args"):
+            raise
+        args = parser.parse_args(argv)
+    args.command = name
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     from pasodoble.errors import ConfigError, UserError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The top level has only flags without values (-h, --version): the first other word is the command.
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
+    if at is None or argv[at] not in COMMANDS:
+        parser.parse_args(argv)  # --help, --version, or a usage error naming the unknown command
         parser.print_help()
         return 2
+    if at > 0:
+        parser.parse_args(argv[: at + 1])  # flags before the command (--help, --version, or an error)
+    args = parse_command_args(argv[at], argv[at + 1 :])
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

@@ -128,3 +128,73 @@ def test_per_prompt_seeds_make_samples_independent_of_batch_company(tiny_model, 
     assert [c.completion_ids for c in other] != [c.completion_ids for c in solo]
     with pytest.raises(ValueError, match="seeds"):
         alone.generate(prompts, SamplingParams(**params, seeds=(1,)))
+
+
+@pytest.fixture
+def base_style_tokenizer():
+    """The tiny ChatML tokenizer with the EOS of a base model (Qwen3-*-Base, Qwen2.5): <|endoftext|>."""
+    from pasodoble.testing.tiny import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    tok.eos_token = "<|endoftext|>"
+    return tok
+
+
+@pytest.mark.parametrize("backend_name", ["hf", "hf_batched"])
+def test_base_model_stops_at_the_chat_end_of_turn(tiny_model, base_style_tokenizer, backend_name, one_thread):
+    from pasodoble.rollout import make_backend
+    from pasodoble.rollout.base import end_of_turn_ids
+
+    tok = base_style_tokenizer
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.eos_token_id == 0 and im_end == 2 and end_of_turn_ids(tok) == [2]
+    tiny_model.generation_config.eos_token_id = tok.eos_token_id
+    backend = make_backend(backend_name, tiny_model, tok)
+    assert backend.eos_token_ids == [0, 2]  # the EOS and the template's end of turn
+    # Force <|im_end|> as the third token: generation must stop there, with the token kept.
+    calls = []
+
+    def favour_im_end(_module, _inputs, logits):
+        calls.append(1)
+        if len(calls) == 3:
+            logits = logits.clone()
+            logits[..., im_end] += 100.0
+        return logits
+
+    handle = tiny_model.lm_head.register_forward_hook(favour_im_end)
+    try:
+        out = backend.generate([[1, 5, 6, 7]], SamplingParams(max_new_tokens=20, seed=0))[0][0]
+    finally:
+        handle.remove()
+    assert len(out.completion_ids) == 3 and out.completion_ids[-1] == im_end
+    assert out.finish_reason == "eos" and not out.truncated
+
+
+def test_end_of_turn_ids_without_template_or_special_token(tiny_tokenizer):
+    from pasodoble.rollout.base import end_of_turn_ids
+
+    assert end_of_turn_ids(tiny_tokenizer) == [2]
+
+    class NoTemplate:
+        chat_template = None
+
+    assert end_of_turn_ids(NoTemplate()) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+def test_compute_dtype_runs_the_decode_under_autocast(tiny_model, tiny_tokenizer, dtype, one_thread):
+    seen = []
+    handle = tiny_model.model.layers[0].mlp.down_proj.register_forward_hook(
+        lambda _m, _i, out: seen.append(out.dtype)
+    )
+    try:
+        HFBackend(tiny_model, tiny_tokenizer, compute_dtype=dtype).generate(
+            [[1, 5, 6]], SamplingParams(max_new_tokens=3)
+        )
+        assert set(seen) == {dtype}
+        seen.clear()
+        HFBackend(tiny_model, tiny_tokenizer).generate([[1, 5, 6]], SamplingParams(max_new_tokens=3))
+        assert set(seen) == {torch.float32}
+    finally:
+        handle.remove()
+    assert next(tiny_model.parameters()).dtype == torch.float32  # the master weights are untouched

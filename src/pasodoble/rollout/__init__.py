@@ -1,4 +1,5 @@
-"""Generation backends behind one Protocol (``RolloutBackend``); ``hf`` needs only transformers."""
+"""Generation backends behind one Protocol (``RolloutBackend``); ``hf`` and ``hf_batched`` need only
+transformers, ``vllm`` the vllm extra."""
 
 from pasodoble.rollout.base import Completion, FinishReason, RolloutBackend, SamplingParams
 
@@ -6,17 +7,33 @@ __all__ = ["Completion", "FinishReason", "RolloutBackend", "SamplingParams", "ma
 
 
 def make_backend(
-    name: str, model, tokenizer, *, generation_batch_size: int = 64, role: str | None = None, config=None
+    name: str,
+    model,
+    tokenizer,
+    *,
+    generation_batch_size: int = 64,
+    role: str | None = None,
+    config=None,
+    compute_dtype=None,
 ) -> RolloutBackend:
-    """Build a backend by config name (``rollout.backend``).
+    """Build a backend by config name (``rollout.backend``: hf, hf_batched or vllm).
 
     ``role`` ('proposer' / 'solver') and ``config`` (the run's ``Config``) are used by the vllm backend:
-    its mode, server URL, memory share and timeouts come from ``config.vllm``.
+    its mode, server URL, memory share and timeouts come from ``config.vllm``. ``compute_dtype`` (a
+    ``torch.dtype`` or None) is the transformers backends' decode dtype (see ``HFBackend``).
     """
     if name == "hf":
         from pasodoble.rollout.hf import HFBackend
 
-        return HFBackend(model, tokenizer, generation_batch_size=generation_batch_size)
+        return HFBackend(
+            model, tokenizer, generation_batch_size=generation_batch_size, compute_dtype=compute_dtype
+        )
+    if name == "hf_batched":
+        from pasodoble.rollout.hf_batched import HFBatchedBackend
+
+        return HFBatchedBackend(
+            model, tokenizer, generation_batch_size=generation_batch_size, compute_dtype=compute_dtype
+        )
     if name == "vllm":
         from pasodoble.errors import UserError
 
@@ -35,4 +52,4 @@ def make_backend(
         return VLLMBackend(
             model, tokenizer, generation_batch_size=generation_batch_size, role=role, config=config
         )
-    raise ValueError(f"unknown rollout backend {name!r}; use 'hf' or 'vllm'")
+    raise ValueError(f"unknown rollout backend {name!r}; use 'hf', 'hf_batched' or 'vllm'")

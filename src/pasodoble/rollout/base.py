@@ -7,12 +7,17 @@ learner trains on these ids, so generation and training never re-tokenize text.
 
 After every optimizer step the trainer calls ``sync_weights(model)`` so the backend samples from the
 updated policy (a no-op for the transformers backend, which generates with the training model).
+
+**Stop tokens.** Every backend stops a completion at its default ``stop_token_ids``: the model's and
+tokenizer's EOS ids *and* the chat template's end-of-turn id. Base models (Qwen3-*-Base, Qwen2.5) list
+only ``<|endoftext|>`` as EOS, while every prompt here is a chat turn that ends with ``<|im_end|>``; without
+the end-of-turn id a completion runs on into invented turns up to ``max_new_tokens``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -78,3 +83,47 @@ class RolloutBackend(Protocol):
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the backend sample from ``model``'s current weights (called after each update)."""
         ...
+
+
+_TURN_MARK = "\u2063PASODOBLE_END_OF_TURN_PROBE\u2063"
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """Ids of the special token that closes an assistant turn in ``tokenizer``'s chat template.
+
+    The template renders a conversation whose assistant turn is a marker string; the first token after
+    the marker is the end-of-turn token when it is a special (added) token: ``<|im_end|>`` for ChatML
+    (Qwen), ``<|eot_id|>`` for Llama 3. Empty without a chat template or when the template closes the
+    turn with ordinary text.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _TURN_MARK}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render this conversation has no answer here
+        return []
+    if not isinstance(text, str) or _TURN_MARK not in text:
+        return []
+    after = text.split(_TURN_MARK, 1)[1]
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    if ids and int(ids[0]) in added and getattr(added[int(ids[0])], "special", True):
+        return [int(ids[0])]
+    return []
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Default stop ids of a backend: the model's generation-config EOS ids, the tokenizer's EOS and the
+    chat template's end-of-turn id (sorted, without duplicates)."""
+    ids: list[int] = []
+    gen_cfg = getattr(model, "generation_config", None)
+    eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
+    if isinstance(eos, int):
+        ids.append(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.extend(int(e) for e in eos)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    ids.extend(end_of_turn_ids(tokenizer))
+    return sorted(set(ids))

@@ -17,16 +17,22 @@ hold by construction:
 Prompts are left-padded in chunks of ``generation_batch_size`` sequences; position ids are derived
 from the attention mask so padded rows see the same positions as unpadded ones. A chunk whose
 prompts all have one length runs without a mask (the cheaper causal path).
+
+**Compute dtype.** With ``compute_dtype`` set and different from the model's parameter dtype (float32
+master weights, bfloat16 compute), each ``generate`` call runs under one ``torch.autocast`` region, so
+the weights are cast once per call and reused by every decode step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import time
 
 import numpy as np
 import torch
 
-from pasodoble.rollout.base import Completion, SamplingParams
+from pasodoble.rollout.base import Completion, SamplingParams, stop_token_ids
 
 
 def filter_logits(scaled_logits_BV: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -53,8 +59,13 @@ class HFBackend:
         model: the (unwrapped) causal LM to sample from; switched to eval mode while generating.
         tokenizer: used to decode completions to text and for the pad/eos ids.
         generation_batch_size: sequences per forward batch (prompts x n are chunked by this).
-        eos_token_ids: ids that end a completion; default = the model's generation-config EOS ids
-            plus the tokenizer's EOS.
+        eos_token_ids: ids that end a completion; default ``base.stop_token_ids``: the model's
+            generation-config EOS ids, the tokenizer's EOS and the chat template's end-of-turn id.
+        compute_dtype: decode under ``torch.autocast`` in this dtype when it differs from the
+            parameters' (e.g. bfloat16 over float32 master weights); None = the parameters' dtype.
+
+    After each ``generate``, ``last_stats`` holds its ``prefill_s``, ``decode_s`` and ``decode_steps``
+    (summed over chunks; on CUDA the device is synchronized at those boundaries only).
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class HFBackend:
         *,
         generation_batch_size: int = 64,
         eos_token_ids: list[int] | None = None,
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
         if generation_batch_size < 1:
             raise ValueError(f"generation_batch_size must be >= 1; got {generation_batch_size}")
@@ -71,18 +83,31 @@ class HFBackend:
         self._cache_kw = _cache_keyword(model)
         self.tokenizer = tokenizer
         self.generation_batch_size = generation_batch_size
+        self.compute_dtype = compute_dtype
         if eos_token_ids is None:
-            eos_token_ids = _default_eos_ids(model, tokenizer)
+            eos_token_ids = stop_token_ids(model, tokenizer)
         if not eos_token_ids:
             raise ValueError("no EOS token id: pass eos_token_ids or set tokenizer.eos_token")
         self.eos_token_ids = sorted(set(eos_token_ids))
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+        self.last_stats: dict[str, float] = {}
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """The backend generates with the training model itself: only the reference is updated."""
         self.model = model
         self._cache_kw = _cache_keyword(model)
+
+    def _generation_model(self, device: torch.device) -> torch.nn.Module:
+        """The module the decode runs on (the training model here; a replica in subclasses)."""
+        return self.model
+
+    def _autocast(self, model: torch.nn.Module, device: torch.device):
+        """One autocast region per call when the compute dtype differs from the parameters' dtype."""
+        dtype = next(model.parameters()).dtype
+        if self.compute_dtype is None or self.compute_dtype == dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.compute_dtype)
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -98,20 +123,25 @@ class HFBackend:
         else:  # one generator per sampled row, seeded from its prompt's seed and its sample index
             generator = [_row_generator(seed, j, device) for seed in params.seeds for j in range(params.n)]
         flat = [p for p in prompts for _ in range(params.n)]
-        was_training = self.model.training
-        self.model.eval()
+        self.last_stats = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0}
+        if not flat:
+            return [[] for _ in prompts]
+        model = self._generation_model(device)
+        was_training = model.training
+        model.eval()
         try:
             rows: list[tuple[list[int], list[float], bool]] = []
-            for start in range(0, len(flat), self.generation_batch_size):
-                chunk = flat[start : start + self.generation_batch_size]
-                gen = (
-                    generator
-                    if isinstance(generator, torch.Generator)
-                    else generator[start : start + len(chunk)]
-                )
-                rows.extend(self._generate_chunk(chunk, params, gen, device))
+            with self._autocast(model, device):
+                for start in range(0, len(flat), self.generation_batch_size):
+                    chunk = flat[start : start + self.generation_batch_size]
+                    gen = (
+                        generator
+                        if isinstance(generator, torch.Generator)
+                        else generator[start : start + len(chunk)]
+                    )
+                    rows.extend(self._generate_chunk(model, chunk, params, gen, device))
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
         out: list[list[Completion]] = []
         for i, prompt in enumerate(prompts):
             group = []
@@ -130,24 +160,20 @@ class HFBackend:
 
     def _generate_chunk(
         self,
+        model: torch.nn.Module,
         prompts: list[list[int]],
         params: SamplingParams,
         generator: torch.Generator | list[torch.Generator],
         device,
     ) -> list[tuple[list[int], list[float], bool]]:
-        B = len(prompts)
-        P = max(len(p) for p in prompts)
-        input_ids_BP = torch.full((B, P), self.pad_token_id, dtype=torch.long)
-        mask_BP = torch.zeros((B, P), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids_BP[i, P - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask_BP[i, P - len(p) :] = 1
-        input_ids_BP, mask_BP = input_ids_BP.to(device), mask_BP.to(device)
+        t0 = _now(device)
+        input_ids_BP, mask_BP = left_pad(prompts, self.pad_token_id, device)
+        B = input_ids_BP.shape[0]
         padded = bool((mask_BP == 0).any())
 
         if padded:
             positions_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(
+            out = model(
                 input_ids=input_ids_BP,
                 attention_mask=mask_BP,
                 position_ids=positions_BP,
@@ -156,36 +182,21 @@ class HFBackend:
             )
             next_pos_B = positions_BP[:, -1] + 1
         else:
-            out = self.model(input_ids=input_ids_BP, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=input_ids_BP, use_cache=True, logits_to_keep=1)
         cache = getattr(out, self._cache_kw)
         logits_BV = out.logits[:, -1].float()
 
+        sampler = StepSampler(params, generator, self.eos_token_ids, self.pad_token_id, B, logits_BV, device)
+        t1 = _now(device)
         T = params.max_new_tokens
-        tokens_BT = torch.full((B, T), self.pad_token_id, dtype=torch.long, device=device)
-        logps_BT = torch.zeros((B, T), dtype=torch.float32, device=device)
-        finished_B = torch.zeros(B, dtype=torch.bool, device=device)
-        is_eos_V = torch.zeros(logits_BV.shape[-1], dtype=torch.bool, device=device)
-        is_eos_V[[e for e in self.eos_token_ids if e < is_eos_V.numel()]] = True
-        pad_B = torch.full((B,), self.pad_token_id, dtype=torch.long, device=device)
-        unfiltered = params.top_k == 0 and params.top_p >= 1.0
-        steps = 0
         for t in range(T):
-            logp_BV = torch.log_softmax(logits_BV / params.temperature, dim=-1)
-            if unfiltered:
-                probs_BV = logp_BV.exp()
-            else:
-                probs_BV = torch.softmax(filter_logits(logp_BV, params.top_k, params.top_p), dim=-1)
-            tok_B = _sample(probs_BV, generator)
-            tok_B = torch.where(finished_B, pad_B, tok_B)
-            tokens_BT[:, t] = tok_B
-            logps_BT[:, t] = logp_BV.gather(-1, tok_B[:, None]).squeeze(1)
-            finished_B |= is_eos_V[tok_B]
-            steps = t + 1
-            if t == T - 1 or bool(finished_B.all()):
+            done = sampler.step(logits_BV)
+            if t == T - 1 or done:
                 break
+            tok_B = sampler.last_tokens_B
             if padded:
                 mask_BP = torch.cat([mask_BP, torch.ones((B, 1), dtype=mask_BP.dtype, device=device)], 1)
-                out = self.model(
+                out = model(
                     input_ids=tok_B[:, None],
                     attention_mask=mask_BP,
                     position_ids=next_pos_B[:, None],
@@ -194,12 +205,71 @@ class HFBackend:
                 )
                 next_pos_B = next_pos_B + 1
             else:
-                out = self.model(input_ids=tok_B[:, None], use_cache=True, **{self._cache_kw: cache})
+                out = model(input_ids=tok_B[:, None], use_cache=True, **{self._cache_kw: cache})
             cache = getattr(out, self._cache_kw)
             logits_BV = out.logits[:, -1].float()
+        t2 = _now(device)
+        self.last_stats["prefill_s"] += t1 - t0
+        self.last_stats["decode_s"] += t2 - t1
+        self.last_stats["decode_steps"] += sampler.steps
+        return sampler.rows()
 
-        tokens = tokens_BT[:, :steps].tolist()
-        logps = logps_BT[:, :steps].tolist()
+
+def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids_BP`` and ``mask_BP`` of prompts left-padded to the longest one."""
+    B = len(prompts)
+    P = max(len(p) for p in prompts)
+    input_ids_BP = torch.full((B, P), pad_id, dtype=torch.long)
+    mask_BP = torch.zeros((B, P), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        input_ids_BP[i, P - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask_BP[i, P - len(p) :] = 1
+    return input_ids_BP.to(device), mask_BP.to(device)
+
+
+class StepSampler:
+    """The per-step sampling of one chunk, shared by the transformers backends.
+
+    ``step(logits_BV)`` draws one token per row from the fp32 logits (exponential race, see ``_sample``),
+    records its log-probability under ``log_softmax(logits / temperature)`` (before filtering), puts
+    the pad id in rows that already ended, and returns True when every row has ended. ``rows()`` cuts
+    each row after its first stop id.
+    """
+
+    def __init__(self, params, generator, eos_token_ids, pad_token_id, B, logits_BV, device) -> None:
+        self.params = params
+        self.generator = generator
+        self.eos_token_ids = eos_token_ids
+        T = params.max_new_tokens
+        self.tokens_BT = torch.full((B, T), pad_token_id, dtype=torch.long, device=device)
+        self.logps_BT = torch.zeros((B, T), dtype=torch.float32, device=device)
+        self.finished_B = torch.zeros(B, dtype=torch.bool, device=device)
+        self.is_eos_V = torch.zeros(logits_BV.shape[-1], dtype=torch.bool, device=device)
+        self.is_eos_V[[e for e in eos_token_ids if 0 <= e < self.is_eos_V.numel()]] = True
+        self.pad_B = torch.full((B,), pad_token_id, dtype=torch.long, device=device)
+        self.unfiltered = params.top_k == 0 and params.top_p >= 1.0
+        self.steps = 0
+        self.last_tokens_B = self.pad_B
+
+    def step(self, logits_BV: torch.Tensor) -> bool:
+        t = self.steps
+        logp_BV = torch.log_softmax(logits_BV / self.params.temperature, dim=-1)
+        if self.unfiltered:
+            probs_BV = logp_BV.exp()
+        else:
+            probs_BV = torch.softmax(filter_logits(logp_BV, self.params.top_k, self.params.top_p), dim=-1)
+        tok_B = _sample(probs_BV, self.generator)
+        tok_B = torch.where(self.finished_B, self.pad_B, tok_B)
+        self.tokens_BT[:, t] = tok_B
+        self.logps_BT[:, t] = logp_BV.gather(-1, tok_B[:, None]).squeeze(1)
+        self.finished_B |= self.is_eos_V[tok_B]
+        self.steps = t + 1
+        self.last_tokens_B = tok_B
+        return bool(self.finished_B.all())
+
+    def rows(self) -> list[tuple[list[int], list[float], bool]]:
+        tokens = self.tokens_BT[:, : self.steps].tolist()
+        logps = self.logps_BT[:, : self.steps].tolist()
         rows = []
         eos_set = set(self.eos_token_ids)
         for ids, lps in zip(tokens, logps, strict=True):
@@ -209,6 +279,13 @@ class HFBackend:
             else:
                 rows.append((ids[:end], lps[:end], True))
         return rows
+
+
+def _now(device) -> float:
+    """Wall-clock seconds, after the device has finished its queued work (CUDA only)."""
+    if getattr(device, "type", "cpu") == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _sample(probs_BV: torch.Tensor, generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
@@ -234,16 +311,3 @@ def _row_generator(seed: int, index: int, device) -> torch.Generator:
 def _cache_keyword(model: torch.nn.Module) -> str:
     """Name of the KV-cache argument and output field: 'cache' (transformers >= 5.2x) or 'past_key_values'."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _default_eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
-    ids: list[int] = []
-    gen_cfg = getattr(model, "generation_config", None)
-    eos = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
-    if isinstance(eos, int):
-        ids.append(eos)
-    elif isinstance(eos, (list, tuple)):
-        ids.extend(int(e) for e in eos)
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    return ids

@@ -1,0 +1,38 @@
+"""Full tensors of a training model, whatever its sharding: what generation engines are fed.
+
+The learner keeps float32 master weights, sharded over processes under FSDP2 (``DTensor``
+parameters). A generation engine (a vLLM engine, or a transformers replica) needs the *full* weights,
+usually in its own 16-bit compute dtype. ``full_state_items`` yields them one tensor at a time, so
+no full copy of the model is ever held beside the engine's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+def full_state_items(
+    model: torch.nn.Module, *, dtype: torch.dtype | None = None, keep: bool = True
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, full tensor)`` for every entry of ``model.state_dict()``, in order, cast to ``dtype``.
+
+    FSDP2 ``DTensor`` shards are gathered with ``full_tensor()``, a collective: every process must
+    iterate to the end, in the same order. With ``keep=False`` the tensors are gathered but not
+    yielded (a process that only takes part in the collectives). ``dtype`` casts floating-point
+    tensors only (None keeps the stored dtype, float32 for master weights).
+    """
+    for name, t in model.state_dict().items():
+        full = t.full_tensor() if hasattr(t, "full_tensor") else t
+        if not keep:
+            continue
+        full = full.detach()
+        if dtype is not None and full.is_floating_point() and full.dtype != dtype:
+            full = full.to(dtype)
+        yield name, full
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when any parameter of ``model`` is a ``DTensor`` (FSDP2): reading it needs a collective."""
+    return any(hasattr(p, "full_tensor") for p in model.parameters())

@@ -141,3 +141,17 @@ def test_bad_data_lines_name_file_and_line(tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_targets_end_at_the_end_of_turn_for_a_base_model_eos():
+    # Qwen3-*-Base and Qwen2.5 tokenizers: EOS <|endoftext|>, ChatML turns end with <|im_end|>. The target
+    # must end at <|im_end|> (where rollouts stop), not run on through "\n<|endoftext|>".
+    from pasodoble.testing.tiny import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    tok.eos_token = "<|endoftext|>"
+    example = encode_chat(_conversation(), tok)
+    targets = [t for t in example.labels if t != IGNORE]
+    assert targets[-1] == tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.decode(targets) == ANSWER + "<|im_end|>"
+    assert tok.eos_token_id not in targets

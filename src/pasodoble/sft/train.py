@@ -9,8 +9,9 @@ generation prompt (exactly the text the RL rollouts start from, ``prompts.apply_
 whole conversation, checks that the first is a prefix of the second, and tokenizes the two parts
 separately: ``input_ids = ids(prompt) + ids(rest)``. Labels are -100 on every prompt token, so only
 assistant tokens carry loss, and the prompt ids are the ids the rollout backend will see. The
-assistant part is cut after its first EOS token (the template's ``<|im_end|>``; appended when the
-template has none), so the model learns to stop where generation stops.
+assistant part is cut after its first stop token: the template's end-of-turn token (``<|im_end|>``) or
+the EOS, whichever comes first (one is appended when the template renders neither), so the model
+learns to stop where generation stops, also for base models whose EOS is ``<|endoftext|>``.
 
 **Batching.** Default: examples of a step are padded on the right to the longest one (with an
 attention mask). ``packing=True`` lays the step's examples end to end in rows of at most
@@ -138,12 +139,18 @@ def encode_chat(messages: list[dict[str, str]], tokenizer: Any) -> SFTExample:
         )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    # The target ends at the first stop token the rollouts stop at: the template's end of turn
+    # (<|im_end|>; a base model's EOS is <|endoftext|>, which follows it) or the EOS.
+    from pasodoble.rollout.base import end_of_turn_ids
+
+    turn_end = end_of_turn_ids(tokenizer)
     eos = tokenizer.eos_token_id
-    if eos is not None:
-        if eos in answer_ids:
-            answer_ids = answer_ids[: answer_ids.index(eos) + 1]
-        else:
-            answer_ids = [*answer_ids, eos]
+    stops = set(turn_end) | ({eos} if eos is not None else set())
+    end = next((i + 1 for i, t in enumerate(answer_ids) if t in stops), None)
+    if end is not None:
+        answer_ids = answer_ids[:end]
+    elif turn_end or eos is not None:
+        answer_ids = [*answer_ids, turn_end[0] if turn_end else eos]
     return SFTExample(list(prompt_ids) + list(answer_ids), [IGNORE] * len(prompt_ids) + list(answer_ids))
 
 

@@ -355,6 +355,10 @@ class EvalConfig:
     data_dir: str | None = _f(None, "Local benchmark folder; null uses ../shared/benchmarks when present.")
 
 
+# accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS)
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio", "comet_ml", "aim", "clearml", "dvclive", "swanlab")
+
+
 @dataclass
 class RunConfig:
     """The outer loop: mode, length, seed, output, checkpoints and logging."""
@@ -373,8 +377,33 @@ class RunConfig:
     device: str = _f(
         "auto", "auto (cuda if available, else cpu), cpu or cuda.", choices=("auto", "cpu", "cuda")
     )
-    tensorboard: bool = _f(False, "Also log metrics to TensorBoard (tensorboard extra).")
-    wandb_project: str | None = _f(None, "Also log metrics to this Weights & Biases project (wandb extra).")
+    log_with: list[str] = _f(
+        [],
+        "Experiment trackers, through accelerate's trackers: any of " + ", ".join(TRACKERS) + " (each "
+        "needs its package). They get the numeric metrics of every logged step; wandb and TensorBoard also "
+        "a table of the step's rollouts.",
+    )
+    project: str = _f("pasodoble", "Project (experiment) name in the trackers.")
+    name: str | None = _f(None, "Run name in the trackers; null = the name of run.out_dir.")
+    tensorboard: bool = _f(
+        False,
+        "Also log to TensorBoard in RUN/tensorboard (tensorboard extra); same as log_with: [tensorboard].",
+    )
+    wandb_project: str | None = _f(
+        None,
+        "Also log to this Weights & Biases project (wandb extra); same as log_with: [wandb] with this "
+        "project. The wandb run id is kept in RUN/trackers.json: --resume continues the same wandb run.",
+    )
+    log_completions: bool = _f(
+        True,
+        "Keep the raw text of every Proposer completion and Solver response in rollouts.jsonl, each cut "
+        "to run.completion_chars (about 85 kB a step at N = M = 6 and the default cut).",
+    )
+    completion_chars: int = _f(
+        2000,
+        "Characters kept of each logged completion: its first and last halves around a "
+        "'[... N characters cut ...]' marker; 0 keeps them whole.",
+    )
     progress: bool = _f(True, "Show progress bars.")
     threads: int = _f(
         0,
@@ -704,6 +733,15 @@ def validate(cfg: Config) -> None:
     _check(run.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1; got {run.keep_checkpoints}")
     _check(run.log_every >= 1, f"run.log_every must be >= 1; got {run.log_every}")
     _check(run.threads >= 0, f"run.threads must be >= 0 (0 = auto); got {run.threads}")
+    for tracker in run.log_with:
+        _check(
+            tracker in TRACKERS,
+            f"run.log_with: unknown tracker {tracker!r}; use any of {', '.join(TRACKERS)}",
+        )
+    _check(
+        run.completion_chars >= 0,
+        f"run.completion_chars must be >= 0 (0 = whole); got {run.completion_chars}",
+    )
     _check(bool(run.out_dir), "run.out_dir must not be empty")
 
 

@@ -25,6 +25,7 @@ from pasodoble.diversity import DiversityHistory
 from pasodoble.grpo import group_advantages
 from pasodoble.knowledge import KnowledgeBase
 from pasodoble.learner import Learner, TrainSample
+from pasodoble.metrics import cut_middle
 from pasodoble.parse import parse_proposal
 from pasodoble.prompts import build_prompt, opens_thinking
 from pasodoble.question_buffer import QuestionBuffer
@@ -284,13 +285,21 @@ class DualPlay:
         result.metrics.update(timing)
         result.metrics.update(self._question_metrics(scores, trainable if result.trained else []))
         result.rollouts = self._rollout_records(
-            step, "online", snippet_id, parsed, scores, attempted, set(trainable) if result.trained else set()
+            step,
+            "online",
+            snippet_id,
+            parsed,
+            scores,
+            attempted,
+            set(trainable) if result.trained else set(),
+            proposals,
+            attempts,
         )
         return result
 
     def proposer_phase_step(self, step: int) -> StepResult:
         """Offline (a): the Solver is frozen; the Proposer is updated; valid questions enter the buffer."""
-        scores, snippet_id, _, proposals, parsed, attempted, _, timing = self._propose_and_solve(step)
+        scores, snippet_id, _, proposals, parsed, attempted, attempts, timing = self._propose_and_solve(step)
         result = StepResult(
             skipped="zero_proposer_advantage" if all(a == 0 for a in scores["proposer_advantage"]) else None
         )
@@ -310,7 +319,7 @@ class DualPlay:
         result.metrics.update(self._question_metrics(scores, []))
         result.metrics["buffer/admitted"] = admitted
         result.rollouts = self._rollout_records(
-            step, "offline_proposer", snippet_id, parsed, scores, attempted, set()
+            step, "offline_proposer", snippet_id, parsed, scores, attempted, set(), proposals, attempts
         )
         return result
 
@@ -385,7 +394,7 @@ class DualPlay:
                 "answer": e.answer,
                 "pass_rate": scored[i][0],
                 "solver_trained": i in trainable and result.trained,
-                "solver_answers": [{"pred": p, "correct": c, "reason": r} for p, c, r in scored[i][2]],
+                "solver_answers": self._solver_answers(scored[i][2], attempts[i]),
             }
             for i, e in enumerate(entries)
         ]
@@ -418,11 +427,40 @@ class DualPlay:
             m[f"proposer/invalid/{r}"] = c
         return m
 
-    def _rollout_records(self, step, phase, snippet_id, parsed, scores, attempted, trained: set[int]):
-        attempted_set = set(attempted)
+    def _logged_text(self, text: str) -> str:
+        return cut_middle(text, self.cfg.run.completion_chars)
+
+    def _solver_answers(self, verdicts, attempts: list[Completion]) -> list[dict[str, Any]]:
+        """One entry per attempt: its extracted answer and verdict, and (run.log_completions) its text."""
+        answers = [{"pred": p, "correct": c, "reason": r} for p, c, r in verdicts]
+        if self.cfg.run.log_completions:
+            for entry, attempt in zip(answers, attempts, strict=True):
+                entry["response"] = self._logged_text(attempt.text)
+        return answers
+
+    def _rollout_records(
+        self,
+        step,
+        phase,
+        snippet_id,
+        parsed,
+        scores,
+        attempted,
+        trained: set[int],
+        proposals: list[Completion],
+        attempts: list[list[Completion]],
+    ):
+        """One record per proposal (docs/metrics.md); ``attempts`` holds the attempts of the questions
+        in ``attempted``, in that order."""
+        attempts_of = dict(zip(attempted, attempts, strict=True))
         records = []
         for i, q in enumerate(parsed):
             is_q = isinstance(q, Question)
+            completion = (
+                {"proposer_completion": self._logged_text(proposals[i].text)}
+                if self.cfg.run.log_completions
+                else {}
+            )
             records.append(
                 {
                     "step": step,
@@ -431,6 +469,8 @@ class DualPlay:
                     "index": i,
                     "problem": q.problem if is_q else None,
                     "answer": q.answer if is_q else None,
+                    **completion,
+                    "proposer_truncated": proposals[i].truncated,
                     "pass_rate": scores["pass_rate"][i],
                     "validated_pass_rate": scores["validated_pass_rate"][i],
                     "valid": scores["valid"][i],
@@ -439,10 +479,8 @@ class DualPlay:
                     "proposer_reward": scores["proposer_reward"][i],
                     "proposer_advantage": scores["proposer_advantage"][i],
                     "solver_trained": i in trained,
-                    "solver_answers": [
-                        {"pred": p, "correct": c, "reason": r} for p, c, r in scores["verdicts"][i]
-                    ]
-                    if i in attempted_set
+                    "solver_answers": self._solver_answers(scores["verdicts"][i], attempts_of[i])
+                    if i in attempts_of
                     else [],
                     "skipped": scores["skip"],
                 }

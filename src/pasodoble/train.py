@@ -100,9 +100,13 @@ class Trainer:
         self.logger = RunLogger(
             run_dir,
             enabled=dist.is_main(),
+            trackers=cfg.run.log_with,
             tensorboard=cfg.run.tensorboard,
             wandb_project=cfg.run.wandb_project,
+            project=cfg.run.project,
+            run_name=cfg.run.name,
             config=cfg.to_dict(),
+            resume=resume,
         )
 
     # ------------------------------------------------------------------ construction

@@ -70,13 +70,17 @@ def grade_plain_math_verify(cases: list[dict]) -> list[bool]:
     return out
 
 
+def _short(s: str, n: int = 120) -> str:
+    return repr(s) if len(s) <= n else f"{s[:n]!r}... ({len(s)} characters)"
+
+
 def _report(name: str, cases: list[dict], got: list[bool]) -> tuple[float, list[str]]:
     bad = []
     for c, v in zip(cases, got, strict=True):
         if v != c["correct"]:
-            what = f"pred={c['pred']!r}" if "pred" in c else f"response={c['response'][-80:]!r}"
+            what = f"pred={_short(c['pred'])}" if "pred" in c else f"response={c['response'][-80:]!r}"
             bad.append(
-                f"  [{name}] expected {c['correct']}, got {v}: {what} gold={c['gold']!r} ({c['note']})"
+                f"  [{name}] expected {c['correct']}, got {v}: {what} gold={_short(c['gold'])} ({c['note']})"
             )
     agree = 1 - len(bad) / len(cases)
     print(f"{name}: {len(cases) - len(bad)}/{len(cases)} agree ({100 * agree:.2f}%)")

@@ -464,3 +464,17 @@ def test_long_gold_solution_is_reduced_to_its_box_before_the_length_cap():
     with Grader(GraderConfig(workers=0)) as g:
         assert g.grade("\\boxed{42}", gold).correct
         assert not g.grade("\\boxed{41}", gold).correct
+
+
+def test_operators_are_evaluated_before_math_verify():
+    """math-verify takes seconds on an unevaluated infinite sum; its closed form compares in milliseconds."""
+    import sympy
+
+    from pasodoble.verify import _with_operators_evaluated
+
+    k, n = sympy.symbols("k n")
+    out = _with_operators_evaluated(
+        [sympy.Sum(1 / n**2, (n, 1, sympy.oo)) + sympy.Product(k, (k, 1, 3)), "latex"]
+    )
+    assert out == [sympy.pi**2 / 6 + 6, "latex"]
+    assert _with_operators_evaluated([sympy.Integer(2), "2"]) == [2, "2"]

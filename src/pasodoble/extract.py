@@ -6,7 +6,8 @@ of any size. Used by the Proposer parser (its answer) and by the grader (Solver 
 ``extract_answer`` adds what the grader needs on top of ``last_boxed``: several adjacent boxes at the end
 of a response (``\\boxed{2} and \\boxed{3}``) form one answer ``2, 3``, and when there is no box at all,
 configurable fallbacks read other conventions: GSM8K's ``#### 72`` (``hashes``), "The answer is 72"
-(``answer_is``) and the last number in the text (``last_number``).
+(``answer_is``) and the last number in the text (``last_number``). ``extraction_fallbacks`` gives the
+chain of an extraction mode: ``strict`` (rewards, the paper's protocol) or ``flexible`` (base models).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ _MARKER_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BRACE_TOKEN_RE = re.compile(r"\\.|[{}]", re.DOTALL)
 
 FALLBACKS = ("hashes", "answer_is", "last_number")
+# strict: the box, then the configured fallbacks (what rewards and the paper's protocol use);
+# flexible: then also the last number of the response (lm-evaluation-harness's "flexible-extract")
+EXTRACT_MODES = ("strict", "flexible")
 
 
 def _matching_braces(text: str, start: int = 0) -> dict[int, int]:
@@ -194,6 +198,22 @@ def _last_number(text: str) -> str | None:
 
 
 _FALLBACK_FUNCS = {"hashes": _hashes, "answer_is": _answer_is, "last_number": _last_number}
+
+
+def extraction_fallbacks(mode: str, fallback: Sequence[str]) -> list[str]:
+    """The fallback chain of an extraction mode.
+
+    ``strict``: ``fallback`` as it is (by default ``hashes``, ``answer_is``): a response without a box,
+    ``####`` or "answer is" has no answer. ``flexible``: the same chain, then ``last_number``, the last
+    number anywhere in the response, the convention of lm-evaluation-harness's ``flexible-extract``
+    filter for base models whose few-shot answers end like ``A: 18``.
+    """
+    if mode not in EXTRACT_MODES:
+        raise ValueError(f"unknown extraction mode {mode!r}; expected one of {', '.join(EXTRACT_MODES)}")
+    chain = list(fallback)
+    if mode == "flexible" and "last_number" not in chain:
+        chain.append("last_number")
+    return chain
 
 
 def extract_answer(

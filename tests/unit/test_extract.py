@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from pasodoble.extract import boxed_spans, extract_answer, last_boxed, trailing_boxed
+from pasodoble.extract import (
+    boxed_spans,
+    extract_answer,
+    extraction_fallbacks,
+    last_boxed,
+    trailing_boxed,
+)
 
 
 @pytest.mark.parametrize(
@@ -107,3 +113,32 @@ def test_extraction_is_fast_on_hostile_text(text):
 def test_adjacent_box_group_is_capped():
     text = "".join(f"\\boxed{{{i}}}, " for i in range(50))
     assert trailing_boxed(text) == [str(i) for i in range(40, 50)]
+
+
+def test_extraction_modes():
+    assert extraction_fallbacks("strict", ["hashes", "answer_is"]) == ["hashes", "answer_is"]
+    assert extraction_fallbacks("flexible", ["hashes", "answer_is"]) == ["hashes", "answer_is", "last_number"]
+    assert extraction_fallbacks("flexible", []) == ["last_number"]
+    assert extraction_fallbacks("flexible", ["last_number", "hashes"]) == ["last_number", "hashes"]
+    with pytest.raises(ValueError, match="unknown extraction mode 'loose'; expected one of strict, flexible"):
+        extraction_fallbacks("loose", [])
+
+
+@pytest.mark.parametrize(
+    "text, strict, flexible",
+    [
+        # GSM8K-style few-shot endings of a base model: no box, "####" or "answer is"
+        ("16 - 3 - 4 = 9 eggs, 9 * 2 = 18 dollars.\nA: 18", None, "18"),
+        ("So she pays $1,250 in total.", None, "1,250"),
+        ("The temperature drops to -4.5 degrees", None, "-4.5"),
+        # the strict chain still wins when it finds something
+        ("The answer is 12. (Then 13.)", "12", "12"),
+        ("\\boxed{5} is checked by 2 + 3", "5", "5"),
+        ("Step 1: 7\n#### 8\nextra 9", "8", "8"),
+        ("no number here", None, None),
+    ],
+)
+def test_strict_and_flexible_extraction(text, strict, flexible):
+    chain = ["hashes", "answer_is"]
+    assert extract_answer(text, extraction_fallbacks("strict", chain)) == strict
+    assert extract_answer(text, extraction_fallbacks("flexible", chain)) == flexible

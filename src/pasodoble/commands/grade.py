@@ -2,9 +2,11 @@
 
 Each input line is a JSON object with ``gold`` (or ``answer``) and either ``response`` (a full model
 output, from which the final answer is extracted) or ``pred`` (an answer already extracted). Each output
-line, in input order, has the input's ``id`` (when present), ``pred``, ``correct`` and, when not correct,
-``reason`` (no_answer, mismatch, timeout, parse_error). Malformed lines are reported with their line
-number and skipped; the command then exits 1 after writing all the others.
+line, in input order, has the input's 1-based ``line`` number, its ``id`` (when present), ``pred``,
+``correct`` and, when not correct, ``reason`` (no_answer, mismatch, timeout, parse_error, too_long).
+Malformed lines are reported with their line number and skipped; the command then exits 1 after writing
+all the others. ``--extract flexible`` also takes the last number of a response that has no box,
+``####`` or "answer is" (for base models' few-shot answers such as ``A: 18``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from pasodoble.errors import UserError
+from pasodoble.extract import EXTRACT_MODES, extraction_fallbacks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extraction fallbacks when there is no \\boxed{}: hashes, answer_is, last_number "
         "(default: grader.fallback; give none to disable)",
     )
+    parser.add_argument(
+        "--extract",
+        default="strict",
+        choices=EXTRACT_MODES,
+        help="strict: the last \\boxed{}, else the fallbacks (what rewards use; the paper's protocol); "
+        "flexible: then also the last number in the response (lm-evaluation-harness's flexible-extract, "
+        "for base models' 'A: 18' answers) (default %(default)s)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def _read(path: Path) -> tuple[list[dict], list[str]]:
-    """Valid records (with their 1-based line numbers) and one message per malformed line."""
+def _read(path: Path) -> tuple[list[dict], list[str], str]:
+    """Valid records (with their 1-based line numbers), one message per malformed line, and what was
+    read (bytes and lines, for the warning about an input with nothing to grade)."""
     records, errors = [], []
     try:
         raw = path.read_bytes()
@@ -62,7 +74,10 @@ def _read(path: Path) -> tuple[list[dict], list[str]]:
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     text = raw.decode("utf-8", errors="replace")
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    blank = sum(1 for line in lines if not line.strip())
+    read = f"read {len(raw)} bytes, {len(lines)} line(s), {blank} blank"
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -97,13 +112,37 @@ def _read(path: Path) -> tuple[list[dict], list[str]]:
                 "gold": str(gold),
             }
         )
-    return records, errors
+    return records, errors, read
+
+
+def _check_not_input(in_path: Path, out_path: Path) -> None:
+    """Refuse an ``--out`` that is the input itself (same path, a symlink to it, or a hard link)."""
+    same = in_path.resolve() == out_path.resolve()
+    if not same and in_path.exists() and out_path.exists():
+        try:
+            same = os.path.samefile(in_path, out_path)
+        except OSError:
+            same = False
+    if same:
+        raise UserError(f"--out {out_path} is the input file {in_path}; write the verdicts to another file")
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _write_atomic(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)  # mkstemp creates the file 0600
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for line in lines:
                 fh.write(line + "\n")
@@ -131,11 +170,26 @@ def run(args: argparse.Namespace) -> int:
         cfg.workers = args.workers
     if args.fallback is not None:
         cfg.fallback = list(args.fallback)
+    cfg.fallback = extraction_fallbacks(args.extract, cfg.fallback)
 
     in_path, out_path = Path(args.input), Path(args.out)
-    records, errors = _read(in_path)
+    _check_not_input(in_path, out_path)
+    records, errors, read = _read(in_path)
     for msg in errors:
         print(f"pasodoble grade: {in_path}: {msg}", file=sys.stderr)
+    if not records:
+        what = f"all {len(errors)} non-blank line(s) malformed" if errors else "no JSON lines"
+        print(
+            f"pasodoble grade: warning: nothing to grade in {in_path} ({read}; {what}); "
+            f"writing an empty {out_path}",
+            file=sys.stderr,
+        )
+    if cfg.workers == 0 and records:
+        print(
+            "pasodoble grade: warning: --workers 0 grades in this process with no hard time bound "
+            "(a pathological answer can run for minutes; use --workers 1 or more for the --timeout bound)",
+            file=sys.stderr,
+        )
 
     verdicts = [None] * len(records)
     with Grader(cfg) as grader:
@@ -155,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
 
     lines = []
     for rec, v in zip(records, verdicts, strict=True):
-        row: dict = {}
+        row: dict = {"line": rec["line"]}
         if rec["has_id"]:
             row["id"] = rec["id"]
         row["pred"] = v.pred
@@ -167,8 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
     n = len(records)
     k = sum(1 for v in verdicts if v.correct)
-    pct = 100.0 * k / n if n else 0.0
-    print(f"accuracy: {k}/{n} ({pct:.2f}%)")
+    print(f"accuracy: {k}/{n} ({100.0 * k / n:.2f}%)" if n else "accuracy: 0/0 (nothing graded)")
     if stats.timeouts or stats.errors:
         print(f"timeouts: {stats.timeouts}, parse errors: {stats.errors}", file=sys.stderr)
     if errors:

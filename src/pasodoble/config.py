@@ -68,8 +68,10 @@ class RolloutConfig:
 
     backend: str = _f(
         "hf",
-        "Generation backend: 'hf' (transformers generate, CPU or GPU) or 'vllm' (GPU, vllm extra).",
-        choices=("hf", "vllm"),
+        "Generation backend: 'hf' (transformers, the training model itself, CPU or GPU), 'hf_batched' (the same "
+        "contract with a static KV cache and, on CUDA, CUDA graphs: for one GPU without vLLM) or 'vllm' (GPU, "
+        "vllm extra; see vllm.mode).",
+        choices=("hf", "hf_batched", "vllm"),
     )
     temperature: float = _f(0.6, "Sampling temperature (> 0). The paper uses 0.6 for both roles.")
     top_p: float = _f(1.0, "Nucleus sampling mass in (0, 1]; 1.0 disables it.")
@@ -83,7 +85,8 @@ class RolloutConfig:
     )
     generation_batch_size: int = _f(
         64,
-        "Completions generated in one forward batch by the hf backend; lower it if generation runs out of memory.",
+        "Completions generated in one forward batch by the hf and hf_batched backends; lower it if generation "
+        "runs out of memory.",
     )
     open_thinking: bool = _f(
         False,
@@ -98,28 +101,31 @@ class VLLMConfig:
 
     mode: str = _f(
         "colocated",
-        "colocated: an in-process vllm.LLM per role and training process, sharing its GPU with the learner; "
-        "server: one `python -m pasodoble.rollout.vllm serve` engine per role on its own GPUs, reached over HTTP.",
-        choices=("colocated", "server"),
+        "colocated: one in-process vllm.LLM per training process serving both roles (their weights swapped "
+        "at each role switch), sharing its GPU with the learners; server: one `python -m pasodoble.rollout.vllm "
+        "serve` engine per role on its own GPUs, weights pushed over HTTP; trl_server: one vLLM server per role "
+        "started by `trl vllm-serve`, driven by TRL's VLLMClient (weights over NCCL; needs trl and vllm on the "
+        "trainer).",
+        choices=("colocated", "server", "trl_server"),
     )
     proposer_url: str | None = _f(
         None,
-        "Server mode: base URL of the Proposer's engine, e.g. http://node0:8100 (required in server mode).",
+        "Server modes: base URL of the Proposer's engine, e.g. http://node0:8100 (required there).",
     )
     solver_url: str | None = _f(
         None,
-        "Server mode: base URL of the Solver's engine, e.g. http://node0:8101 (required in server mode).",
+        "Server modes: base URL of the Solver's engine, e.g. http://node0:8101 (required there).",
     )
     gpu_memory_utilization: float = _f(
         0.3,
-        "Colocated: share of each GPU's memory one engine may take (weights + KV cache); two engines (one per "
-        "role) share every learner GPU, so 2 x this + the learners' memory must fit. Server: the share of the "
+        "Colocated: share of each learner GPU's memory the process's one engine may take (weights + KV cache); "
+        "with sleep_between_steps it is free again while the learners train. Server modes: the share of the "
         "engine's own GPUs (0.9 is typical there).",
     )
     sleep_between_steps: bool = _f(
         True,
-        "Colocated: put each engine to sleep (KV cache freed, weights offloaded) while the learners train, "
-        "and wake it before generating (vLLM sleep mode).",
+        "Colocated: put the engine to sleep at level 2 (weights and KV cache discarded) after each generation, "
+        "so the learners get the memory back; the generating role's weights are loaded again at wake-up.",
     )
     max_model_len: int | None = _f(
         None, "Engine context length (prompt + completion tokens); null = max_prompt_tokens + max_new_tokens."
@@ -134,13 +140,26 @@ class VLLMConfig:
         choices=("processed_logprobs", "raw_logprobs"),
     )
     request_timeout_s: float = _f(
-        1800.0, "Server mode: seconds one generation request may take before the run fails with an error."
+        1800.0, "Server modes: seconds one generation request may take before the run fails with an error."
     )
     weight_sync_timeout_s: float = _f(
-        600.0, "Server mode: seconds one weight push (all tensors of a role) may take before the run fails."
+        600.0, "Server modes: seconds one weight push (all tensors of a role) may take before the run fails."
     )
     connect_timeout_s: float = _f(
-        300.0, "Server mode: seconds to wait for an engine's /health at start-up before failing."
+        300.0, "Server modes: seconds to wait for an engine's /health at start-up before failing."
+    )
+    bucket_mb: float = _f(
+        256.0,
+        "Server mode: size of one weight upload (MB); the engine server's --max-body-mb must be at least this.",
+    )
+    token_env: str = _f(
+        "PASODOBLE_ENGINE_TOKEN",
+        "Server mode: environment variable holding the shared token sent to the engine servers (they read the "
+        "same variable); unset or empty = no token (the servers then listen on loopback only).",
+    )
+    nccl_group_port: int = _f(
+        51216,
+        "trl_server: port of the Proposer engine's NCCL weight-transfer group (the Solver's uses this + 1).",
     )
 
 
@@ -707,8 +726,15 @@ def validate(cfg: Config) -> None:
         0 < v.gpu_memory_utilization < 1,
         f"vllm.gpu_memory_utilization must be in (0, 1); got {v.gpu_memory_utilization}",
     )
-    for key in ("request_timeout_s", "weight_sync_timeout_s", "connect_timeout_s"):
+    for key in ("request_timeout_s", "weight_sync_timeout_s", "connect_timeout_s", "bucket_mb"):
         _check(getattr(v, key) > 0, f"vllm.{key} must be > 0; got {getattr(v, key)}")
+    _check(
+        bool(v.token_env), "vllm.token_env must name an environment variable (e.g. PASODOBLE_ENGINE_TOKEN)"
+    )
+    _check(
+        0 < v.nccl_group_port < 65535,
+        f"vllm.nccl_group_port must be a port in 1..65534; got {v.nccl_group_port}",
+    )
     if v.max_model_len is not None:
         _check(v.max_model_len >= 2, f"vllm.max_model_len must be >= 2 or null; got {v.max_model_len}")
     d = cfg.distributed

@@ -10,22 +10,37 @@ The same function validates a recipe against *declared* hardware (``num_gpus``, 
 arguments, or ``distributed.gpus_per_node`` / ``gpu_memory_gib``), which is how the recipes are tested
 on machines without GPUs.
 
-Memory model (bytes, per GPU; ``b`` = bytes per parameter of ``model.dtype``, P = parameters,
-S = learner processes that shard a role):
+Memory model (bytes per GPU; P = parameters, S = learner processes, b = bytes of the compute dtype
+``model.dtype``: 2 for bfloat16, 4 for float32). Both roles' learners live in every learner process;
+one role trains or generates at a time. Master weights and AdamW moments are always float32.
 
-- learner state of one role, torch AdamW on parameters of ``model.dtype`` (fsdp2, ddp):
-  weights ``b·P`` + gradients ``b·P`` + AdamW moments ``2·b·P``; DeepSpeed with bf16/fp16 keeps an fp32
-  master copy: weights ``b·P`` + gradients ``b·P`` + master ``4·P`` + moments ``8·P``. Sharding divides
-  everything by S (fsdp2, deepspeed_zero3), only gradients and optimizer state (deepspeed_zero2), or
-  nothing (ddp). Both roles' learners live in every learner process.
-- activations of one micro-batch (only one role trains at a time): ``34·h·L·s·mb·b/2`` without
-  activation checkpointing (Korthikanti et al. 2022, flash attention, no tensor parallelism), and
-  ``2·h·L·s·mb·b/2 + 34·h·s·mb·b/2`` with it; plus the logits of the completion positions and their
-  gradient ``2·mb·(T+1)·V·b`` and the fp32 chunk of ``min(4, mb)`` rows the loss works on,
-  ``2·min(4, mb)·(T+1)·V·4``. s = prompt + completion tokens, T = completion tokens.
-- KV cache per token: ``2·L·kv_heads·head_dim·b_kv`` (K and V of every layer); the hf backend holds
-  ``generation_batch_size`` sequences of s tokens; a vLLM engine needs room for at least one sequence of
-  ``max_model_len`` tokens beyond its weights.
+- **Learner state of one role** (``learner_state_bytes``): float32 master weights ``4P``, float32
+  gradients ``4P`` (they exist only while that role updates: ``zero_grad(set_to_none=True)``), AdamW
+  moments ``8P``. ``fsdp2`` divides all three by S; ``ddp`` divides nothing and adds its gradient
+  buckets (``4P``, kept between steps); one process is ``ddp`` without buckets. ``deepspeed_zero2``
+  with bfloat16: bfloat16 engine weights ``2P`` and bfloat16 gradients ``2P`` whole, float32 master
+  ``4P`` + moments ``8P`` + gradient partition ``4P`` divided by S (with float32: weights ``4P``,
+  gradients ``4P``, moments and partition ``12P / S``).
+- **Compute copies** (per process): one process or ``ddp`` under bfloat16 autocast hold a bfloat16 cast
+  of the weights for the forward and backward of the training role (``2P``; the same cast while the
+  ``hf`` backend generates). ``fsdp2`` holds unsharded parameters of its root unit (embeddings, LM head,
+  final norm) and of two decoder layers at a time, in the compute dtype, plus their float32 gradients
+  before the reduce-scatter: ``(root + 2 layers) · (b + 4)``. A generation replica in the compute dtype
+  (``b·P``, one per process, shared by both roles, kept between steps) exists with ``fsdp2`` on more than
+  one process and a transformers backend, and with ``hf_batched`` when bfloat16 compute runs over float32
+  weights (its CUDA-graph decode runs on the replica instead of under autocast).
+- **Activations** of one micro-batch of the training role: ``34·h·L·s·mb·b/2`` without activation
+  checkpointing (Korthikanti et al. 2022, flash attention, no tensor parallelism) and
+  ``2·h·L·s·mb·b/2 + 34·h·s·mb·b/2`` with it; the logits of the completion positions and their gradient
+  ``2·mb·(T+1)·V·b``; the float32 chunk of ``min(4, mb)`` rows the loss works on,
+  ``2·min(4, mb)·(T+1)·V·4``; and the entropy's two float32 ``[1, T+1, V]`` buffers (it runs one
+  sequence at a time): ``2·(T+1)·V·4``. s = prompt + completion tokens, T = completion tokens.
+- **Generation**: transformers backends hold the KV cache of ``generation_batch_size`` sequences of s
+  tokens, ``2·L·kv_heads·head_dim·b`` per token, and three float32 ``[batch, V]`` sampling buffers. A
+  colocated vLLM engine (one per process, both roles) takes ``gpu_memory_utilization`` of the GPU while
+  it generates and, asleep at level 2, about 1 GiB (its CUDA-graph pool and context; an estimate);
+  awake all the time without ``vllm.sleep_between_steps``. Any vLLM engine needs room for its weights
+  (``2P`` in bfloat16) and the KV cache of one ``max_model_len`` sequence.
 """
 
 from __future__ import annotations
@@ -235,7 +250,7 @@ def _max_model_len(cfg: Config) -> int:
 def resolve_placement(cfg: Config, hw: Hardware) -> Placement:
     """Resolve and check device ids; raise ConfigError for an impossible placement."""
     d, G = cfg.distributed, hw.gpus_per_node
-    server = cfg.rollout.backend == "vllm" and cfg.vllm.mode == "server"
+    server = cfg.rollout.backend == "vllm" and cfg.vllm.mode in SERVER_MODES
     named = {
         "distributed.learner_devices": d.learner_devices,
         "distributed.proposer_engine_devices": d.proposer_engine_devices,
@@ -255,7 +270,7 @@ def resolve_placement(cfg: Config, hw: Hardware) -> Placement:
         raise ConfigError(
             "distributed.proposer_engine_devices / solver_engine_devices place server-mode engines; with "
             f"rollout.backend={cfg.rollout.backend} vllm.mode={cfg.vllm.mode} the generators share the learner "
-            "GPUs. Clear them, or set rollout.backend=vllm vllm.mode=server"
+            "GPUs. Clear them, or set rollout.backend=vllm vllm.mode=server (or trl_server)"
         )
     both = set(d.proposer_engine_devices) & set(d.solver_engine_devices)
     if both:
@@ -329,9 +344,12 @@ def check_batches(cfg: Config, processes: int) -> None:
                 )
             continue
         if batch % (processes * k):
+            fits = [n for n in range(1, batch // k + 1) if batch % (n * k) == 0]
             raise ConfigError(
                 f"{what} = {batch} is not divisible by {processes} learner process(es) x {role}.steps_per_batch "
-                f"{k}; choose a batch that is a multiple of {processes * k} or change the process count"
+                f"{k}; choose a batch that is a multiple of {processes * k}, or launch {', '.join(map(str, fits))} "
+                "learner process(es) (distributed.learner_devices / torchrun --nproc_per_node) and give the other "
+                "GPUs to engines"
             )
 
 
@@ -339,29 +357,69 @@ def check_batches(cfg: Config, processes: int) -> None:
 # Memory model
 
 
-def _shard_factors(strategy: str, S: int) -> tuple[float, float, float]:
-    """Divisors of (weights, gradients, optimizer state) per process for a sharding strategy."""
-    if S <= 1 or strategy == "ddp":
-        return 1, 1, 1
-    if strategy == "deepspeed_zero2":
-        return 1, S, S
-    return S, S, S  # fsdp2, deepspeed_zero3
+SERVER_MODES = ("server", "trl_server")
+ASLEEP_ENGINE_BYTES = 1 * GIB  # a colocated engine asleep at level 2: CUDA-graph pool and context (estimate)
+
+
+def _compute_bytes(cfg: Config) -> int:
+    return _DTYPE_BYTES[cfg.model.dtype]
 
 
 def learner_state_bytes(P: int, dtype: str, strategy: str, S: int) -> dict[str, float]:
-    """Weights, gradients and optimizer state of one role on one learner process (see module doc)."""
+    """Bytes of one role's learner state on one learner process (module docstring).
+
+    ``dtype`` is the compute dtype (``model.dtype``); ``gradients`` exist only while the role updates.
+    """
     b = _DTYPE_BYTES[dtype]
-    fw, fg, fo = _shard_factors(strategy, S)
-    if strategy.startswith("deepspeed") and b < 4:
-        optimizer = (4 + 8) * P  # fp32 master + two fp32 moments
-    else:
-        optimizer = 2 * b * P  # two moments in the parameter dtype
-    return {"weights": b * P / fw, "gradients": b * P / fg, "optimizer": optimizer / fo}
+    if strategy == "deepspeed_zero2":
+        if b < 4:  # bf16 engine weights and gradients; fp32 master, moments and gradient partition sharded
+            return {"weights": 2 * P, "gradients": 2 * P, "optimizer": (4 + 8 + 4) * P / S}
+        return {"weights": 4 * P, "gradients": 4 * P, "optimizer": (8 + 4) * P / S}
+    if strategy == "fsdp2" and S > 1:
+        return {"weights": 4 * P / S, "gradients": 4 * P / S, "optimizer": 8 * P / S}
+    out = {"weights": 4 * P, "gradients": 4 * P, "optimizer": 8 * P}
+    if strategy == "ddp" and S > 1:
+        out["ddp_buckets"] = 4 * P
+    return out
+
+
+def layer_parameters(a: Architecture) -> int:
+    """Parameters of one decoder layer."""
+    return (count_parameters(a) - root_parameters(a)) // a.num_layers
+
+
+def root_parameters(a: Architecture) -> int:
+    """Parameters outside the decoder layers: embeddings, an untied LM head, the final norm (FSDP2's root)."""
+    return a.vocab_size * a.hidden_size * (1 if a.tie_word_embeddings else 2) + a.hidden_size
+
+
+def uses_generation_replica(cfg: Config, S: int) -> bool:
+    """Whether each learner process keeps a compute-dtype replica of the policy for generation."""
+    backend, strategy = cfg.rollout.backend, cfg.distributed.strategy
+    if backend not in ("hf", "hf_batched"):
+        return False
+    if strategy == "fsdp2" and S > 1:
+        return True  # generation cannot run through sharded modules
+    return backend == "hf_batched" and cfg.model.dtype != "float32" and strategy != "deepspeed_zero2"
+
+
+def compute_copy_bytes(cfg: Config, P: int, a: Architecture | None, S: int) -> dict[str, float]:
+    """Per-process copies of the weights in the compute dtype (module docstring), for the training peak."""
+    b, strategy = _compute_bytes(cfg), cfg.distributed.strategy
+    out: dict[str, float] = {}
+    if strategy == "fsdp2" and S > 1:
+        if a is not None:
+            out["FSDP2 unsharded root + 2 layers"] = (root_parameters(a) + 2 * layer_parameters(a)) * (b + 4)
+    elif strategy != "deepspeed_zero2" and b < 4:
+        out["bf16 weight cast (autocast)"] = b * P
+    if uses_generation_replica(cfg, S):
+        out["generation replica (both roles)"] = b * P
+    return out
 
 
 def activation_bytes(a: Architecture, cfg: Config, role: str) -> dict[str, float]:
-    """Peak activation and logits memory of one micro-batch of ``role`` (see module doc)."""
-    b = _DTYPE_BYTES[cfg.model.dtype]
+    """Peak activation and logits memory of one micro-batch of ``role`` (module docstring)."""
+    b = _compute_bytes(cfg)
     mb = getattr(cfg, role).micro_batch_size
     T = _role_new_tokens(cfg, role)
     s = cfg.rollout.max_prompt_tokens + T
@@ -371,7 +429,8 @@ def activation_bytes(a: Architecture, cfg: Config, role: str) -> dict[str, float
     else:
         acts = 34 * h * L * s * mb * b / 2
     logits = 2 * mb * (T + 1) * V * b + 2 * min(4, mb) * (T + 1) * V * 4
-    return {"activations": acts, "logits": logits}
+    entropy = 2 * (T + 1) * V * 4
+    return {"activations": acts, "logits": logits, "entropy": entropy}
 
 
 def kv_cache_bytes(a: Architecture, tokens: int, dtype: str) -> float:
@@ -388,78 +447,88 @@ def _refuse(report: MemoryReport, hint: str, cfg: Config) -> None:
 def memory_plan(
     cfg: Config, hw: Hardware, placement: Placement, P: int, a: Architecture | None
 ) -> list[MemoryReport]:
-    """Estimate peak memory per learner GPU and per engine GPU; refuse what does not fit."""
+    """Estimate peak memory per learner GPU (training, and generating) and per engine GPU; refuse what does
+    not fit (see the module docstring for every term)."""
     d, v = cfg.distributed, cfg.vllm
     mem = hw.gpu_memory_gib * GIB
     limit = mem * d.memory_headroom
     S = placement.learner_processes
     strategy = d.strategy
-    learner = MemoryReport("learner GPU", limit=limit)
-    for _role in ("proposer", "solver"):
-        for k, val in learner_state_bytes(P, cfg.model.dtype, strategy, S).items():
-            learner.components[f"{k} (2 roles)"] = learner.components.get(f"{k} (2 roles)", 0.0) + val
-    state_only = learner.total
+    state = learner_state_bytes(P, cfg.model.dtype, strategy, S)
+    resident = {  # both roles, kept between steps
+        f"{k} (2 roles)": 2 * val for k, val in state.items() if k != "gradients"
+    }
+    copies = compute_copy_bytes(cfg, P, a, S)
+    learner = MemoryReport("learner GPU (training)", dict(resident), limit)
+    learner.components["gradients (training role)"] = state["gradients"]
+    learner.components.update(copies)
     if a is not None:
         peaks = [activation_bytes(a, cfg, r) for r in ("proposer", "solver")]
-        peak = max(peaks, key=lambda x: sum(x.values()))
-        learner.components.update(peak)
+        learner.components.update(max(peaks, key=lambda x: sum(x.values())))
+    vllm = cfg.rollout.backend == "vllm"
+    colocated = vllm and v.mode == "colocated"
+    if colocated:
+        engine = v.gpu_memory_utilization * mem
+        if v.sleep_between_steps:
+            learner.components["vLLM engine asleep (estimate)"] = ASLEEP_ENGINE_BYTES
+        else:
+            learner.components["vLLM engine (awake)"] = engine
     hint_train = (
         f"lower proposer/solver.micro_batch_size, set model.gradient_checkpointing=true, use "
-        f"distributed.strategy=fsdp2 or deepspeed_zero3 (now {strategy}), add learner GPUs (now {S} process(es)), "
-        f"or use GPUs with more memory"
+        f"distributed.strategy=fsdp2 (now {strategy}), add learner GPUs (now {S} process(es)), or use GPUs "
+        "with more memory"
     )
+    if colocated and not v.sleep_between_steps:
+        hint_train += ", or set vllm.sleep_between_steps=true"
     if learner.total > limit:
         _refuse(learner, hint_train, cfg)
-    vllm = cfg.rollout.backend == "vllm"
     reports = [learner]
-    if vllm and v.mode == "colocated":
-        engines = 2 * v.gpu_memory_utilization * mem
-        if v.sleep_between_steps:
-            gen = MemoryReport(
-                "learner GPU while generating",
-                {"learner state (2 roles)": state_only, "vLLM engines (2 x gpu_memory_utilization)": engines},
-                limit,
+    if colocated:
+        gen = MemoryReport("learner GPU while generating (vLLM)", dict(resident), limit)
+        if uses_generation_replica(cfg, S):
+            gen.components["generation replica (both roles)"] = copies["generation replica (both roles)"]
+        gen.components["vLLM engine (gpu_memory_utilization)"] = v.gpu_memory_utilization * mem
+        reports.append(gen)
+        if v.sleep_between_steps and gen.total > limit:
+            _refuse(
+                gen,
+                "lower vllm.gpu_memory_utilization or shard the learners over more GPUs (distributed.strategy=fsdp2)",
+                cfg,
             )
-            reports.append(gen)
-            if gen.total > limit:
-                _refuse(
-                    gen,
-                    "lower vllm.gpu_memory_utilization or shard the learners over more GPUs "
-                    "(distributed.strategy=fsdp2)",
-                    cfg,
-                )
-        else:
-            learner.components["vLLM engines (2 x gpu_memory_utilization)"] = engines
-        _check_engine(cfg, a, P, v.gpu_memory_utilization * mem, 1, "colocated engine")
-    elif vllm and v.mode == "server":
+        reports.append(
+            _check_engine(
+                cfg, a, P, v.gpu_memory_utilization * mem, 1, "colocated engine", _compute_bytes(cfg)
+            )
+        )
+    elif vllm and v.mode in SERVER_MODES:
         for role in ("proposer", "solver"):
             devs = getattr(placement, f"{role}_engine_devices")
             if devs:
-                rep = _check_engine(cfg, a, P, v.gpu_memory_utilization * mem, len(devs), f"{role} engine")
+                rep = _check_engine(cfg, a, P, v.gpu_memory_utilization * mem, len(devs), f"{role} engine", 2)
                 reports.append(rep)
-    elif a is not None and not hw.cpu:  # hf backend: generation holds a KV cache in the learner process
+    elif a is not None and not hw.cpu:  # transformers backends generate in the learner processes
         s = cfg.rollout.max_prompt_tokens + max(_role_new_tokens(cfg, r) for r in ("proposer", "solver"))
-        gen = MemoryReport(
-            "learner GPU while generating (hf)", {"learner state (2 roles)": state_only}, limit
-        )
-        if strategy in ("fsdp2", "deepspeed_zero3") and S > 1:  # generation needs full weights
-            gen.components["full weights for generation"] = _DTYPE_BYTES[cfg.model.dtype] * P
+        B = cfg.rollout.generation_batch_size
+        gen = MemoryReport(f"learner GPU while generating ({cfg.rollout.backend})", dict(resident), limit)
+        if uses_generation_replica(cfg, S):
+            gen.components["generation replica (both roles)"] = copies["generation replica (both roles)"]
+        elif "bf16 weight cast (autocast)" in copies:
+            gen.components["bf16 weight cast (autocast)"] = copies["bf16 weight cast (autocast)"]
         gen.components["KV cache (generation_batch_size sequences)"] = kv_cache_bytes(
-            a, cfg.rollout.generation_batch_size * s, cfg.model.dtype
+            a, B * s, cfg.model.dtype
         )
+        gen.components["sampling buffers"] = 3 * B * a.vocab_size * 4
         reports.append(gen)
         if gen.total > limit:
             _refuse(gen, "lower rollout.generation_batch_size or use rollout.backend=vllm", cfg)
-    if learner.total > limit:  # colocated engines that never sleep count here too
-        _refuse(learner, hint_train + ", or set vllm.sleep_between_steps=true", cfg)
     return reports
 
 
 def _check_engine(
-    cfg: Config, a: Architecture | None, P: int, budget: float, tp: int, what: str
+    cfg: Config, a: Architecture | None, P: int, budget: float, tp: int, what: str, b: int
 ) -> MemoryReport:
-    """A vLLM engine must hold its weights (split over ``tp`` GPUs) and the KV cache of one full sequence."""
-    b = 2 if cfg.model.dtype == "float32" else _DTYPE_BYTES[cfg.model.dtype]  # engines serve in 16 bits
+    """A vLLM engine must hold its weights (``b`` bytes each, split over ``tp`` GPUs) and the KV cache of one
+    full sequence. Colocated engines run in the compute dtype; servers are started in bfloat16."""
     rep = MemoryReport(f"{what} GPU", {"weights": b * P / tp}, limit=budget)
     if a is not None:
         rep.components["KV cache of one max_model_len sequence"] = (
@@ -513,16 +582,17 @@ def validate_topology(
                 f"rollout.backend=vllm needs CUDA GPUs, but this run is on CPU (run.device={cfg.run.device}); "
                 "use rollout.backend=hf, or run on a GPU machine"
             )
-        if cfg.model.dtype == "float16":
-            raise ConfigError("model.dtype=float16 is not supported on CPU; use float32 (or bfloat16)")
         check_batches(cfg, hw.processes or 1)
         return Plan(hw, None, None, None)
-    if cfg.vllm.mode == "server" and cfg.rollout.backend == "vllm":
+    if cfg.vllm.mode in SERVER_MODES and cfg.rollout.backend == "vllm":
+        start = (
+            "trl vllm-serve" if cfg.vllm.mode == "trl_server" else "python -m pasodoble.rollout.vllm serve"
+        )
         for role in ("proposer", "solver"):
             if not getattr(cfg.vllm, f"{role}_url"):
                 raise ConfigError(
-                    f"vllm.mode=server needs vllm.{role}_url (the base URL of the {role}'s engine, e.g. "
-                    "http://localhost:8100); start it with `python -m pasodoble.rollout.vllm serve`"
+                    f"vllm.mode={cfg.vllm.mode} needs vllm.{role}_url (the base URL of the {role}'s engine, e.g. "
+                    f"http://localhost:8100); start it with `{start}`"
                 )
     placement = resolve_placement(cfg, hw)
     check_batches(cfg, placement.learner_processes)
@@ -637,20 +707,133 @@ def step_time_estimate(
     return out
 
 
+# --------------------------------------------------------------------------------------------------
+# Launch commands and the shared-filesystem check
+
+
+def _gpu_list(ids: list[int]) -> str:
+    return ",".join(str(i) for i in ids)
+
+
+def launch_commands(
+    cfg: Config, plan: Plan, config_path: str, overrides: list[str] | None = None
+) -> list[str]:
+    """The shell commands that start the run ``plan`` accepted: engine servers (server modes), then the
+    learners' ``torchrun`` (run on every node with its ``--node_rank`` when ``distributed.num_nodes`` > 1)."""
+    from urllib.parse import urlparse
+
+    p = plan.placement
+    if p is None:  # CPU
+        n = plan.hardware.processes or 1
+        train = f"pasodoble train {config_path}"
+        return [f"torchrun --nproc_per_node {n} -m pasodoble.cli train {config_path}" if n > 1 else train]
+    lines: list[str] = []
+    v = cfg.vllm
+    if cfg.rollout.backend == "vllm" and v.mode in SERVER_MODES:
+        for role in ("proposer", "solver"):
+            devices = getattr(p, f"{role}_engine_devices")
+            url = urlparse(getattr(v, f"{role}_url"))
+            local = url.hostname in ("localhost", "127.0.0.1", "::1")
+            model = getattr(cfg, role).model_path or cfg.model.name_or_path
+            tp = f" --tensor-parallel-size {len(devices)}" if len(devices) > 1 else ""
+            common = (
+                f"--model {model} --port {url.port or 8000} --max-model-len {_max_model_len(cfg)} "
+                f"--gpu-memory-utilization {v.gpu_memory_utilization}{tp}"
+            )
+            if v.mode == "trl_server":
+                host = "127.0.0.1" if local else "0.0.0.0"
+                cmd = f"trl vllm-serve {common} --host {host} --dtype bfloat16"
+            else:
+                token = "" if local else f"{v.token_env}=$TOKEN "
+                host = "" if local else " --host 0.0.0.0"
+                cmd = f"{token}python -m pasodoble.rollout.vllm serve {common}{host} --max-body-mb {max(512, v.bucket_mb * 2):g}"
+            where = "" if devices else "  # on the engine's own machine"
+            prefix = f"CUDA_VISIBLE_DEVICES={_gpu_list(devices)} " if devices else ""
+            lines.append(f"{prefix}{cmd} &{where}")
+    n = len(p.learner_devices)
+    every = list(range(plan.hardware.gpus_per_node))
+    prefix = "" if p.learner_devices == every else f"CUDA_VISIBLE_DEVICES={_gpu_list(p.learner_devices)} "
+    nodes = cfg.distributed.num_nodes
+    rdzv = (
+        f" --nnodes {nodes} --node_rank $NODE_RANK --rdzv_backend c10d --rdzv_endpoint $MASTER_HOST:29500"
+        if nodes > 1
+        else ""
+    )
+    extra = "".join(f" {o}" for o in overrides or [])
+    lines.append(f"{prefix}torchrun --nproc_per_node {n}{rdzv} -m pasodoble.cli train {config_path}{extra}")
+    if nodes > 1:
+        lines.append(
+            f"# on each of the {nodes} nodes (NODE_RANK 0..{nodes - 1}); run.out_dir must be on a filesystem "
+            "every node shares (checked at start)"
+        )
+    return lines
+
+
+def check_shared_filesystem(directory: str | os.PathLike) -> None:
+    """Refuse a multi-process run whose ``directory`` (``run.out_dir``) is not one filesystem for all of them.
+
+    The main process writes checkpoints and every process reads them on ``--resume``, so a multi-node
+    run needs a shared filesystem. A collective: the main process writes a marker file, every process
+    looks for it, and a ``ConfigError`` names the processes (and hosts) that cannot see it. No-op in one
+    process.
+    """
+    import socket
+    import uuid
+    from pathlib import Path
+
+    from pasodoble import distributed as dist
+
+    if dist.world_size() == 1:
+        return
+    d = Path(directory)
+    token = dist.broadcast(uuid.uuid4().hex if dist.is_main() else None)
+    marker = d / f".shared-fs-check-{token}"
+    if dist.is_main():
+        d.mkdir(parents=True, exist_ok=True)
+        marker.write_text(token)
+    dist.barrier()
+    try:
+        seen = marker.is_file() and marker.read_text() == token
+    except OSError:
+        seen = False
+    results = dist.gather_list([(dist.rank(), socket.gethostname(), seen)])
+    dist.barrier()
+    if dist.is_main():
+        marker.unlink(missing_ok=True)
+    blind = [(r, host) for r, host, ok in results if not ok]
+    if blind:
+        who = ", ".join(f"process {r} on {host}" for r, host in blind[:4])
+        raise ConfigError(
+            f"run.out_dir={d} is not on a filesystem every node shares: {who} cannot see a file the main "
+            "process wrote there. Multi-node runs need a shared filesystem (NFS, Lustre, ...) mounted at the "
+            "same path on every node for run.out_dir (checkpoints are written by the main process and read "
+            "by every process on --resume)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pasodoble.topology CONFIG [--gpus 8] [--gpu-memory-gib 80] [key=value ...]``."""
+    """``python -m pasodoble.topology CONFIG [--gpus 8] [--gpu-memory-gib 80] [key=value ...]``: validate the
+    config against the declared (or detected) hardware, print the memory estimate, the time estimate and
+    the accepted launch commands; a refusal is one line on stderr and exit status 2."""
     import argparse
+    import sys
 
     from pasodoble.config import load_config
 
-    ap = argparse.ArgumentParser(description="Validate a config's placement and memory; print estimates.")
+    ap = argparse.ArgumentParser(
+        description="Validate a config's placement and memory; print estimates and the launch."
+    )
     ap.add_argument("config")
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--gpus", type=int, default=None, help="declared GPUs per node (default: detect)")
     ap.add_argument("--gpu-memory-gib", type=float, default=None)
-    args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    plan = validate_topology(cfg, num_gpus=args.gpus, gpu_memory_gib=args.gpu_memory_gib)
+    args = ap.parse_intermixed_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        plan = validate_topology(cfg, num_gpus=args.gpus, gpu_memory_gib=args.gpu_memory_gib)
+    except ConfigError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     print(f"OK: {cfg.model.name_or_path}, {plan.hardware}")
     if plan.num_parameters:
         print(f"parameters: {plan.num_parameters / 1e9:.3f} B")
@@ -665,6 +848,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {gpu} {label}: step {t['step_s']:.0f} s, run {t['run_h']:.1f} h, "
                     f"rollout tokens/step {t['rollout_tokens_per_step']:.0f}"
                 )
+    print("accepted launch:")
+    for line in launch_commands(cfg, plan, args.config, args.overrides):
+        print("  " + line)
     return 0
 
 

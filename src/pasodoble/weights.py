@@ -14,16 +14,28 @@ import torch
 
 
 def full_state_items(
-    model: torch.nn.Module, *, dtype: torch.dtype | None = None, keep: bool = True
+    model: torch.nn.Module,
+    *,
+    dtype: torch.dtype | None = None,
+    keep: bool = True,
+    skip_tied: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, full tensor)`` for every entry of ``model.state_dict()``, in order, cast to ``dtype``.
 
     FSDP2 ``DTensor`` shards are gathered with ``full_tensor()``, a collective: every process must
     iterate to the end, in the same order. With ``keep=False`` the tensors are gathered but not
     yielded (a process that only takes part in the collectives). ``dtype`` casts floating-point
-    tensors only (None keeps the stored dtype, float32 for master weights).
+    tensors only (None keeps the stored dtype, float32 for master weights). ``skip_tied`` leaves out
+    the second name of a tied parameter (``lm_head.weight`` when the embeddings are tied: engines
+    tie it themselves), decided from the module structure, so every process skips the same entries.
     """
+    tied: set[str] = set()
+    if skip_tied:
+        unique = {n for n, _ in model.named_parameters()}
+        tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - unique
     for name, t in model.state_dict().items():
+        if name in tied:
+            continue
         full = t.full_tensor() if hasattr(t, "full_tensor") else t
         if not keep:
             continue

@@ -10,11 +10,14 @@ from pasodoble.config import ConfigError, load_config
 from pasodoble.topology import (
     KNOWN_ARCHITECTURES,
     Architecture,
+    Hardware,
+    Placement,
     accelerator_kwargs,
     activation_bytes,
     count_parameters,
     kv_cache_bytes,
     learner_state_bytes,
+    memory_plan,
     resolve_architecture,
     step_time_estimate,
     validate_topology,
@@ -50,22 +53,80 @@ def test_parameter_count_matches_real_models(tiny_model):
 
 def test_learner_state_bytes_by_hand():
     P = 10**9
-    # fsdp2, bf16, 4 processes: weights 2P/4, grads 2P/4, AdamW moments 2 x 2P / 4
+    # fsdp2, bf16 compute, 4 processes: fp32 master 4P/4, fp32 grads 4P/4, fp32 AdamW moments 8P/4
     assert learner_state_bytes(P, "bfloat16", "fsdp2", 4) == {
-        "weights": 5e8,
-        "gradients": 5e8,
-        "optimizer": 1e9,
+        "weights": 1e9,
+        "gradients": 1e9,
+        "optimizer": 2e9,
     }
-    # ZeRO-2, bf16, 4 processes: weights replicated 2P; grads 2P/4; fp32 master 4P + moments 8P, / 4
+    # ZeRO-2, bf16: bf16 engine weights 2P and bf16 grads 2P whole; fp32 master 4P + moments 8P + grad
+    # partition 4P, / 4 = 4e9
     assert learner_state_bytes(P, "bfloat16", "deepspeed_zero2", 4) == {
         "weights": 2e9,
-        "gradients": 5e8,
-        "optimizer": 3e9,
+        "gradients": 2e9,
+        "optimizer": 4e9,
     }
-    # DDP, fp32: 4P + 4P + 8P, nothing sharded
-    assert learner_state_bytes(P, "float32", "ddp", 8) == {"weights": 4e9, "gradients": 4e9, "optimizer": 8e9}
-    # ZeRO-3 shards everything: (2P + 2P + 12P) / 8 = 2e9 in total
-    assert sum(learner_state_bytes(P, "bfloat16", "deepspeed_zero3", 8).values()) == 2e9
+    # DDP: 4P + 4P + 8P, nothing sharded, plus its gradient buckets 4P
+    assert learner_state_bytes(P, "bfloat16", "ddp", 8) == {
+        "weights": 4e9,
+        "gradients": 4e9,
+        "optimizer": 8e9,
+        "ddp_buckets": 4e9,
+    }
+    # one process (any strategy but ZeRO-2): 16P, no buckets
+    assert learner_state_bytes(P, "float32", "fsdp2", 1) == {
+        "weights": 4e9,
+        "gradients": 4e9,
+        "optimizer": 8e9,
+    }
+    assert learner_state_bytes(P, "bfloat16", "ddp", 1) == {
+        "weights": 4e9,
+        "gradients": 4e9,
+        "optimizer": 8e9,
+    }
+
+
+def test_learner_memory_components_by_hand():
+    # SMALL (P = 138048), fsdp2 over 2 processes, bf16 compute, hf backend: per process
+    cfg = gpu_cfg(
+        "model.dtype=bfloat16",
+        "rollout.max_prompt_tokens=10",
+        "rollout.max_new_tokens=6",
+        "proposer.micro_batch_size=1",
+        "solver.micro_batch_size=2",
+        "proposer.group_size=4",
+        "solver.group_size=4",
+    )
+    P = 138048
+    hw = Hardware(1, 2, 1.0, processes=None)
+    placement = Placement([0, 1], [], [], 2)
+    learner, generating = memory_plan(cfg, hw, placement, P, SMALL)
+    c = learner.components
+    # both roles: fp32 master 2 x 4P/2 = 4P, AdamW 2 x 8P/2 = 8P; only the training role's grads 4P/2
+    assert c["weights (2 roles)"] == 4 * P and c["optimizer (2 roles)"] == 8 * P
+    assert c["gradients (training role)"] == 2 * P
+    # root = embeddings 1000 x 64 + final norm 64 = 64064; one layer 36992 (test above);
+    # unsharded bf16 params + fp32 grads: (64064 + 2 x 36992) x (2 + 4) = 828288
+    assert c["FSDP2 unsharded root + 2 layers"] == (64064 + 2 * 36992) * 6 == 828288
+    # the bf16 generation replica, one per process for both roles: 2P
+    assert c["generation replica (both roles)"] == 2 * P
+    # Solver micro-batch 2, T = 6, V = 1000: entropy's two fp32 [1, 7, 1000] buffers = 56000
+    assert c["entropy"] == 2 * 7 * 1000 * 4
+    # generating: no gradients; KV cache of 32 sequences (configs/tiny.yaml) x 16 tokens x 128 elements x 2 B
+    # = 131072; sampling buffers 3 x 32 x 1000 x 4 = 384000
+    g = generating.components
+    assert "gradients (training role)" not in g and g["generation replica (both roles)"] == 2 * P
+    assert g["KV cache (generation_batch_size sequences)"] == 131072 and g["sampling buffers"] == 384000
+    # one process under bf16 autocast: no replica, a 2P weight cast in training and in hf generation
+    single = memory_plan(cfg, hw, Placement([0], [], [], 1), P, SMALL)
+    assert single[0].components["bf16 weight cast (autocast)"] == 2 * P
+    assert single[1].components["bf16 weight cast (autocast)"] == 2 * P
+    assert "generation replica (both roles)" not in single[0].components
+    # hf_batched keeps a bf16 replica instead of the autocast cast while generating
+    cfg.rollout.backend = "hf_batched"
+    batched = memory_plan(cfg, hw, Placement([0], [], [], 1), P, SMALL)
+    assert batched[1].components["generation replica (both roles)"] == 2 * P
+    assert "bf16 weight cast (autocast)" not in batched[1].components
 
 
 def test_activation_and_kv_bytes_by_hand():
@@ -83,6 +144,8 @@ def test_activation_and_kv_bytes_by_hand():
     assert out["activations"] == 139264
     # logits + grad: 2 x mb 2 x (T+1) 7 x V 1000 x 2 B = 56000; fp32 chunk 2 x 2 x 7 x 1000 x 4 = 112000
     assert out["logits"] == 168000
+    # entropy, one sequence at a time: two fp32 [1, T+1, V] buffers = 2 x 7 x 1000 x 4 = 56000
+    assert out["entropy"] == 56000
     cfg.model.gradient_checkpointing = True
     # 2 h L s mb b/2 = 2 x 64 x 2 x 16 x 2 = 8192; plus one layer 34 h s mb = 34 x 64 x 16 x 2 = 69632
     assert activation_bytes(SMALL, cfg, "solver")["activations"] == 8192 + 69632
@@ -184,7 +247,7 @@ def test_refuses_world_size_that_does_not_match_learner_devices():
 
 
 def test_refuses_model_that_does_not_fit():
-    # Qwen3-4B (4.02e9 params), bf16, DDP on one 24 GiB GPU: 2 roles x 8 B/param x 4.02e9 = 64 GB alone
+    # Qwen3-4B (4.02e9 params) on one 24 GiB GPU: fp32 masters and AdamW of 2 roles = 2 x 12 B x 4.02e9 = 96 GB
     cfg = gpu_cfg("model.name_or_path=Qwen/Qwen3-4B-Base", "model.dtype=bfloat16", "distributed.strategy=ddp")
     msg = refused(cfg, "the memory model says this does not fit", num_gpus=1, gpu_memory_gib=24)
     assert "micro_batch_size" in msg and "fsdp2" in msg
@@ -206,7 +269,8 @@ def test_refuses_engine_that_cannot_hold_weights():
 
 
 def test_refuses_colocated_engines_that_crowd_out_learners():
-    # colocated: two engines x 0.45 of 80 GiB = 72 GiB + learner state > 0.9 x 80 GiB
+    # colocated: ONE engine per process. Qwen3-4B over 6 FSDP2 learners keeps fp32 masters and AdamW of both
+    # roles, 2 x 12 x 4.022e9 / 6 = 16.09 GB = 14.98 GiB; + 0.8 x 80 = 64 GiB for the engine > 0.9 x 80 GiB
     cfg = load_config(
         RECIPES[0],
         [
@@ -214,13 +278,18 @@ def test_refuses_colocated_engines_that_crowd_out_learners():
             "distributed.proposer_engine_devices=[]",
             "distributed.solver_engine_devices=[]",
             "distributed.learner_devices=[]",
-            "vllm.gpu_memory_utilization=0.45",
+            "vllm.gpu_memory_utilization=0.8",
             "model.name_or_path=Qwen/Qwen3-4B-Base",
         ],
     )
-    refused(cfg, "lower vllm.gpu_memory_utilization", num_gpus=6, gpu_memory_gib=80)
-    cfg.vllm.gpu_memory_utilization = 0.2
-    validate_topology(cfg, num_gpus=6, gpu_memory_gib=80)
+    msg = refused(cfg, "lower vllm.gpu_memory_utilization", num_gpus=6, gpu_memory_gib=80)
+    assert "vLLM engine (gpu_memory_utilization) 64.0" in msg
+    # 0.45 would have been refused with two engines per process (72 GiB); one engine fits
+    cfg.vllm.gpu_memory_utilization = 0.45
+    plan = validate_topology(cfg, num_gpus=6, gpu_memory_gib=80)
+    generating = next(r for r in plan.memory if r.device == "learner GPU while generating (vLLM)")
+    assert generating.components["vLLM engine (gpu_memory_utilization)"] == 0.45 * 80 * 2**30
+    assert generating.total / 2**30 == pytest.approx(36 + 14.98, abs=0.01)
 
 
 def test_accelerator_kwargs():
@@ -241,3 +310,143 @@ def test_time_model_is_monotone_in_hardware():
     assert load_config(RECIPES[0]).run.mode in ("online", "offline")
     online = load_config(ROOT / "configs/recipes/qwen3-1.7b-online.yaml")
     assert step_time_estimate(online, P, "h100", learner_gpus=6)["rollout_tokens_per_step"] == 258048
+
+
+# --------------------------------------------------------------------------------------------------
+# Launches: every recipe states one that validates; the refused ones say what to launch instead
+
+COLOCATED_6 = [
+    "vllm.mode=colocated",
+    "vllm.gpu_memory_utilization=0.3",
+    "distributed.proposer_engine_devices=[]",
+    "distributed.solver_engine_devices=[]",
+    "distributed.learner_devices=[0,1,2,3,4,5]",
+]
+TWO_NODES = [
+    "distributed.num_nodes=2",
+    "distributed.learner_devices=[0,1,2]",
+    "distributed.proposer_engine_devices=[4,5]",
+    "distributed.solver_engine_devices=[6,7]",
+    "vllm.proposer_url=http://node0:8100",
+    "vllm.solver_url=http://node0:8101",
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_states_an_accepted_launch(recipe):
+    from pasodoble.topology import launch_commands
+
+    rel = f"configs/recipes/{recipe.name}"
+    cfg = load_config(recipe)
+    assert cfg.vllm.mode == "trl_server"
+    plan = validate_topology(cfg, num_gpus=8, gpu_memory_gib=80)
+    lines = launch_commands(cfg, plan, rel)
+    header = recipe.read_text().split("model:")[0]
+    assert all(f"#   {line}\n" in header for line in lines), lines  # the header is what the tool prints
+    assert (
+        lines[-1]
+        == f"CUDA_VISIBLE_DEVICES=2,3,4,5,6,7 torchrun --nproc_per_node 6 -m pasodoble.cli train {rel}"
+    )
+    assert (
+        lines[0].startswith("CUDA_VISIBLE_DEVICES=0 trl vllm-serve --model ")
+        and "--host 127.0.0.1" in lines[0]
+    )
+    # the documented alternatives are accepted too: our engine server, colocated engines on 6 GPUs, 2 nodes
+    for overrides in (["vllm.mode=server"], COLOCATED_6, TWO_NODES):
+        plan = validate_topology(load_config(recipe, overrides), num_gpus=8, gpu_memory_gib=80)
+        assert plan.placement.learner_processes == 6
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_launches_with_eight_learners_are_refused_for_every_recipe(recipe):
+    every_gpu = [*COLOCATED_6[:4], "distributed.learner_devices=[]"]  # colocated on all 8 GPUs
+    msg = refused(load_config(recipe, every_gpu), "is not divisible by 8", num_gpus=8, gpu_memory_gib=80)
+    assert "launch 1, 2, 3, 6 learner process(es)" in msg
+    eight_per_node = [*TWO_NODES[:1], "distributed.learner_devices=[0,1,2,3,4,5,6,7]", *every_gpu]
+    refused(load_config(recipe, eight_per_node), "is not divisible by 16", num_gpus=8, gpu_memory_gib=80)
+
+
+def test_launch_commands_by_hand():
+    from pasodoble.topology import launch_commands
+
+    path = "configs/recipes/qwen3-1.7b-online.yaml"
+    server = load_config(ROOT / path, ["vllm.mode=server"])
+    lines = launch_commands(server, validate_topology(server, num_gpus=8, gpu_memory_gib=80), path)
+    assert lines == [
+        "CUDA_VISIBLE_DEVICES=0 python -m pasodoble.rollout.vllm serve --model Qwen/Qwen3-1.7B-Base --port 8100 "
+        "--max-model-len 8192 --gpu-memory-utilization 0.9 --max-body-mb 512 &",
+        "CUDA_VISIBLE_DEVICES=1 python -m pasodoble.rollout.vllm serve --model Qwen/Qwen3-1.7B-Base --port 8101 "
+        "--max-model-len 8192 --gpu-memory-utilization 0.9 --max-body-mb 512 &",
+        f"CUDA_VISIBLE_DEVICES=2,3,4,5,6,7 torchrun --nproc_per_node 6 -m pasodoble.cli train {path}",
+    ]
+    two = load_config(ROOT / path, ["vllm.mode=server", *TWO_NODES])
+    lines = launch_commands(two, validate_topology(two, num_gpus=8, gpu_memory_gib=80), path, TWO_NODES[:1])
+    # engines on node 0 reached over the network: tensor-parallel over 2 GPUs, token required
+    assert (
+        lines[0].startswith("CUDA_VISIBLE_DEVICES=4,5 ")
+        and "--tensor-parallel-size 2 --host 0.0.0.0" in lines[0]
+    )
+    assert "PASODOBLE_ENGINE_TOKEN=$TOKEN" in lines[0]
+    assert lines[2] == (
+        "CUDA_VISIBLE_DEVICES=0,1,2 torchrun --nproc_per_node 3 --nnodes 2 --node_rank $NODE_RANK --rdzv_backend "
+        f"c10d --rdzv_endpoint $MASTER_HOST:29500 -m pasodoble.cli train {path} distributed.num_nodes=2"
+    )
+    assert "shares" in lines[3]
+
+
+def test_topology_command_prints_the_launch_or_one_line_refusal(capsys):
+    from pasodoble.topology import main
+
+    path = str(ROOT / "configs/recipes/qwen3-0.6b-online.yaml")
+    assert main([path, "--gpus", "8", "--gpu-memory-gib", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "accepted launch:" in out and "torchrun --nproc_per_node 6" in out
+    assert main([path, "--gpus", "8", "distributed.learner_devices=[0,1,2,3,4,5,6,7]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("refused: ") and "\n" not in err
+
+
+class FakeDist:
+    """The collectives of ``pasodoble.distributed`` as seen by one process of a 2-process job."""
+
+    def __init__(self, rank: int, peer_sees: bool) -> None:
+        self.rank_, self.peer_sees = rank, peer_sees
+
+    def world_size(self):
+        return 2
+
+    def rank(self):
+        return self.rank_
+
+    def is_main(self):
+        return self.rank_ == 0
+
+    def broadcast(self, obj):
+        return obj if self.rank_ == 0 else "token-written-elsewhere"
+
+    def barrier(self):
+        pass
+
+    def gather_list(self, items):
+        peer = [(1 - self.rank_, "node1", self.peer_sees)]
+        return items + peer if self.rank_ == 0 else peer + items
+
+
+def test_shared_filesystem_check(tmp_path, monkeypatch):
+    import pasodoble.distributed as dist_mod
+    from pasodoble.topology import check_shared_filesystem
+
+    check_shared_filesystem(tmp_path / "single")  # one process: nothing to check
+    for name in ("world_size", "rank", "is_main", "broadcast", "barrier", "gather_list"):
+        monkeypatch.setattr(dist_mod, name, getattr(FakeDist(0, peer_sees=True), name))
+    check_shared_filesystem(tmp_path / "run")  # the main process sees its marker, the peer reports it does
+    assert list((tmp_path / "run").iterdir()) == []  # the marker is removed
+    monkeypatch.setattr(dist_mod, "gather_list", FakeDist(0, peer_sees=False).gather_list)
+    with pytest.raises(ConfigError, match="process 1 on node1 cannot see a file the main process wrote"):
+        check_shared_filesystem(tmp_path / "run")
+    # seen from a non-main process whose disk lacks the main process's marker
+    fake = FakeDist(1, peer_sees=True)
+    for name in ("rank", "is_main", "broadcast", "gather_list"):
+        monkeypatch.setattr(dist_mod, name, getattr(fake, name))
+    with pytest.raises(ConfigError, match="process 1 on .* cannot see.*shared filesystem"):
+        check_shared_filesystem(tmp_path / "elsewhere")

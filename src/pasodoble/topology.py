@@ -791,13 +791,12 @@ def check_shared_filesystem(directory: str | os.PathLike) -> None:
     if dist.is_main():
         d.mkdir(parents=True, exist_ok=True)
         marker.write_text(token)
-    dist.barrier()
+    dist.gather_list([None])  # a barrier: the marker exists before anyone looks
     try:
         seen = marker.is_file() and marker.read_text() == token
     except OSError:
         seen = False
-    results = dist.gather_list([(dist.rank(), socket.gethostname(), seen)])
-    dist.barrier()
+    results = dist.gather_list([(dist.rank(), socket.gethostname(), seen)])  # every look is done
     if dist.is_main():
         marker.unlink(missing_ok=True)
     blind = [(r, host) for r, host, ok in results if not ok]

@@ -765,7 +765,6 @@ class VLLMBackend:
         self._stale = True
         if self.mode == "colocated":
             return
-        started = time.perf_counter()
         items = full_state_items(model, dtype=self.dtype, keep=dist.is_main(), skip_tied=True)
         if not dist.is_main():
             for _ in items:  # take part in the FSDP gathers
@@ -790,10 +789,10 @@ class VLLMBackend:
 
         dist.main_then_broadcast(push)
         self._stale = False
-        self._sync_seconds += time.perf_counter() - started
 
     def pop_sync_seconds(self) -> float:
-        """Seconds spent giving the engine weights since the last call (``time/weight_sync``)."""
+        """Seconds spent loading weights lazily (colocated, before a generation) since the last call; the
+        server modes push inside ``sync_weights``, which the caller times itself (``time/weight_sync``)."""
         seconds, self._sync_seconds = self._sync_seconds, 0.0
         return seconds
 

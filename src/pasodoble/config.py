@@ -312,12 +312,28 @@ class KnowledgeConfig:
     )
     text_field: str = _f("text", "Field holding the snippet text in jsonl/parquet/datasets records.")
     split: str = _f("train", "datasets split to stream.")
+    config_name: str | None = _f(
+        None, "datasets name only: the dataset's configuration (subset) to stream; null = its default."
+    )
+    data_files: list[str] = _f(
+        [],
+        "datasets name only: the files of the dataset to stream (paths or glob patterns inside its "
+        "repository, e.g. [data/part-000*.parquet]); empty = the whole split.",
+    )
+    max_memory_mb: int = _f(
+        256,
+        "Local files up to this total size (MB) are read into memory and visited in an exact seeded "
+        "permutation per epoch; larger ones are streamed (datasets) through a shuffle buffer of "
+        "knowledge.shuffle_buffer records, so memory stays bounded whatever the corpus size.",
+    )
     max_snippet_tokens: int = _f(
         512, "Snippets are truncated to this many tokens before they enter the Proposer prompt."
     )
     enabled: bool = _f(True, "false = no-knowledge ablation: the Proposer is prompted without a snippet.")
     shuffle_buffer: int = _f(
-        10000, "Streaming datasets: shuffle buffer size (records); 0 streams in dataset order."
+        10000,
+        "Streamed knowledge (datasets names, local files over knowledge.max_memory_mb): shuffle buffer "
+        "size in records; 0 streams in file order.",
     )
 
 
@@ -686,6 +702,10 @@ def validate(cfg: Config) -> None:
     _check(
         k.shuffle_buffer >= 0,
         f"knowledge.shuffle_buffer must be >= 0 (0 = no shuffling); got {k.shuffle_buffer}",
+    )
+    _check(
+        k.max_memory_mb >= 0,
+        f"knowledge.max_memory_mb must be >= 0 (0 = always stream); got {k.max_memory_mb}",
     )
     if cfg.proposer.prompt is not None and k.enabled:
         _check(

@@ -6,26 +6,33 @@ Sources (``knowledge.source``):
 - a local ``.jsonl`` / ``.parquet`` / ``.txt`` file, or a directory holding such files (read
   recursively, in sorted path order). jsonl and parquet records hold the text in
   ``knowledge.text_field``; a ``.txt`` file holds one snippet per blank-line-separated paragraph;
-- anything else is a ``datasets`` name, streamed with ``load_dataset(name, split=..., streaming=True)``
-  (for users with network access or a local datasets cache).
+- anything else is a ``datasets`` name, streamed with ``load_dataset(name, config_name, split=...,
+  data_files=..., streaming=True)`` (for users with network access or a local datasets cache).
 
-Sampling is reproducible and its position is part of the checkpoint (``state_dict``):
+Local files are read a line (jsonl, txt) or a small batch of rows (parquet) at a time, never whole.
+How they are sampled depends on their total size (``knowledge.max_memory_mb``):
 
-- local files are loaded into memory and visited in a fresh seeded permutation per epoch
-  (permutation of epoch e = ``default_rng([seed, e]).permutation(n)``), state = (epoch, cursor);
-- a stream is shuffled with a seeded buffer (``shuffle(seed).set_epoch(epoch)``), state = (epoch,
-  records consumed); resuming re-opens the stream and reads past the consumed records.
+- up to that size, the snippets are held in memory and visited in a fresh seeded permutation per
+  epoch (permutation of epoch e = ``default_rng([seed, e]).permutation(n)``), state = (epoch, cursor);
+- above it (a multi-GB corpus export), they are streamed: the files become the shards of a
+  ``datasets.IterableDataset`` (``from_generator``), shuffled with a seeded buffer of
+  ``knowledge.shuffle_buffer`` records (``shuffle(seed).set_epoch(epoch)``: a new file order and
+  record mix per epoch), state = (epoch, records consumed). Memory holds the buffer, not the corpus.
+
+A ``datasets`` name is streamed the same way. Resuming a stream re-opens it and reads past the
+consumed records, so the resumed run draws exactly the snippets an uninterrupted one would have.
 
 ``sample(tokenizer)`` caps a snippet at ``max_snippet_tokens`` tokens before it enters the prompt (the
 reference code truncated prompts for the loss only). With ``knowledge.enabled = false`` (the
 no-knowledge ablation) ``sample`` returns ``Snippet('none', '')`` and the prompts omit the snippet.
-Snippet ids are stable: ``file:line`` (jsonl, txt paragraph start), ``file:row`` (parquet),
-``name:split#epoch.position`` (streams).
+Snippet ids are stable: ``file:line`` (jsonl, txt paragraph start), ``file:row`` (parquet), the file
+relative to the source directory; ``name:split#epoch.position`` (datasets names).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,7 @@ from pasodoble.types import Snippet
 SUFFIXES = (".jsonl", ".parquet", ".txt")
 NO_SNIPPET = Snippet(id="none", text="")
 TINY = "tiny"
+PARQUET_BATCH_ROWS = 256  # rows read at a time from a parquet file (bounded memory for long documents)
 
 
 def tiny_knowledge_path() -> Path:
@@ -56,7 +64,7 @@ def cap_tokens(text: str, tokenizer: Any, max_tokens: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Local files
+# Local files, read incrementally
 
 
 def _field_error(path: Path, where: str, field: str, available: list[str]) -> UserError:
@@ -66,8 +74,7 @@ def _field_error(path: Path, where: str, field: str, available: list[str]) -> Us
     )
 
 
-def _read_jsonl(path: Path, field: str, prefix: str) -> list[Snippet]:
-    snippets: list[Snippet] = []
+def _jsonl_snippets(path: Path, field: str, prefix: str) -> Iterator[Snippet]:
     for lineno, record in read_jsonl(path, "knowledge file"):
         if field not in record:
             raise _field_error(path, f" line {lineno}", field, list(record))
@@ -78,11 +85,10 @@ def _read_jsonl(path: Path, field: str, prefix: str) -> list[Snippet]:
                 f"got {type(text).__name__}"
             )
         if text.strip():
-            snippets.append(Snippet(f"{prefix}:{lineno}", text.strip()))
-    return snippets
+            yield Snippet(f"{prefix}:{lineno}", text.strip())
 
 
-def _read_parquet(path: Path, field: str, prefix: str) -> list[Snippet]:
+def _parquet_snippets(path: Path, field: str, prefix: str) -> Iterator[Snippet]:
     import pyarrow.parquet as pq
 
     try:
@@ -92,53 +98,76 @@ def _read_parquet(path: Path, field: str, prefix: str) -> list[Snippet]:
     names = pf.schema_arrow.names
     if field not in names:
         raise _field_error(path, "", field, names)
-    snippets: list[Snippet] = []
     row = 0
-    for batch in pf.iter_batches(columns=[field]):
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[field]):
         for text in batch.column(0).to_pylist():
             if isinstance(text, str) and text.strip():
-                snippets.append(Snippet(f"{prefix}:{row}", text.strip()))
+                yield Snippet(f"{prefix}:{row}", text.strip())
             row += 1
-    return snippets
 
 
-def _read_txt(path: Path, prefix: str) -> list[Snippet]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read knowledge file {path}: {exc}") from None
-    snippets: list[Snippet] = []
+def _txt_snippets(path: Path, prefix: str) -> Iterator[Snippet]:
     para: list[str] = []
     start = 0
-    for lineno, line in enumerate([*lines, ""], 1):
-        if line.strip():
-            if not para:
-                start = lineno
-            para.append(line)
-        elif para:
-            snippets.append(Snippet(f"{prefix}:{start}", "\n".join(para).strip()))
-            para = []
-    return snippets
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(itertools.chain(fh, [""]), 1):
+                if line.strip():
+                    if not para:
+                        start = lineno
+                    para.append(line.rstrip("\n"))
+                elif para:
+                    yield Snippet(f"{prefix}:{start}", "\n".join(para).strip())
+                    para = []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read knowledge file {path}: {exc}") from None
+
+
+def local_files(path: Path) -> list[Path]:
+    """The knowledge files of a local source: the file itself, or a directory's files in sorted order."""
+    if not path.is_dir():
+        if path.suffix not in SUFFIXES:
+            raise UserError(f"knowledge file {path} has an unsupported type; use {', '.join(SUFFIXES)} files")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+    if not files:
+        raise UserError(f"knowledge directory {path} holds no {', '.join(SUFFIXES)} files")
+    return files
+
+
+def file_snippets(path: Path, field: str, prefix: str) -> Iterator[Snippet]:
+    """The non-empty snippets of one file, read incrementally. UserError names the file (and line)."""
+    if path.suffix == ".jsonl":
+        return _jsonl_snippets(path, field, prefix)
+    if path.suffix == ".parquet":
+        return _parquet_snippets(path, field, prefix)
+    if path.suffix == ".txt":
+        return _txt_snippets(path, prefix)
+    raise UserError(f"knowledge file {path} has an unsupported type; use {', '.join(SUFFIXES)} files")
+
+
+def iter_local(path: Path, field: str, *, prefix: str | None = None) -> Iterator[Snippet]:
+    """All non-empty snippets of a local file or directory, in a fixed order, one at a time."""
+    if path.is_dir():
+        for f in local_files(path):
+            yield from file_snippets(f, field, f.relative_to(path).as_posix())
+    else:
+        local_files(path)  # the type check
+        yield from file_snippets(path, field, prefix if prefix is not None else path.name)
 
 
 def read_local(path: Path, field: str, *, prefix: str | None = None) -> list[Snippet]:
     """All non-empty snippets of a local file or directory, in a fixed order. UserError names the file."""
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
-        if not files:
-            raise UserError(f"knowledge directory {path} holds no {', '.join(SUFFIXES)} files")
-        snippets: list[Snippet] = []
-        for f in files:
-            snippets += read_local(f, field, prefix=f.relative_to(path).as_posix())
-        return snippets
-    prefix = prefix if prefix is not None else path.name
-    if path.suffix == ".jsonl":
-        return _read_jsonl(path, field, prefix)
-    if path.suffix == ".parquet":
-        return _read_parquet(path, field, prefix)
-    if path.suffix == ".txt":
-        return _read_txt(path, prefix)
-    raise UserError(f"knowledge file {path} has an unsupported type; use {', '.join(SUFFIXES)} files")
+    return list(iter_local(path, field, prefix=prefix))
+
+
+def _stream_records(files: list[str], root: str, field: str) -> Iterator[dict[str, str]]:
+    """``datasets`` generator of a streamed local knowledge base: one shard per file (``files``)."""
+    for name in files:
+        path = Path(name)
+        prefix = path.relative_to(root).as_posix() if root else path.name
+        for snippet in file_snippets(path, field, prefix):
+            yield {"id": snippet.id, "text": snippet.text}
 
 
 def _looks_like_path(source: str) -> bool:
@@ -158,10 +187,13 @@ class KnowledgeBase:
         self.cfg = cfg
         self.seed = seed
         self.epoch = 0
-        self.position = 0  # local: cursor in this epoch's permutation; stream: records consumed
+        self.position = 0  # in memory: cursor in this epoch's permutation; streams: records consumed
+        self.bytes = 0  # total size of local files
         self._snippets: list[Snippet] = []
         self._order: np.ndarray | None = None
         self._stream: Any = None
+        self._files: list[Path] = []
+        self._root = ""
         if not cfg.enabled:
             self.kind = "disabled"
             return
@@ -170,8 +202,19 @@ class KnowledgeBase:
             self.kind = "local"
             self._snippets = read_local(tiny_knowledge_path(), "text", prefix=TINY)
         elif Path(source).expanduser().exists():
-            self.kind = "local"
-            self._snippets = read_local(Path(source).expanduser(), cfg.text_field)
+            path = Path(source).expanduser()
+            self._files = local_files(path)
+            self._root = str(path) if path.is_dir() else ""
+            self.bytes = sum(f.stat().st_size for f in self._files)
+            if self.bytes <= cfg.max_memory_mb * 2**20:
+                self.kind = "local"
+                self._snippets = read_local(path, cfg.text_field)
+            else:
+                self.kind = "local_stream"
+                # fail early on a file whose first record is unusable (missing field, not JSON, ...)
+                next(iter_local(path, cfg.text_field), None)
+                self._open_stream()
+                return
         elif _looks_like_path(source):
             raise UserError(f"knowledge.source {source} not found; give an existing file or directory")
         else:
@@ -184,7 +227,7 @@ class KnowledgeBase:
             )
 
     def __len__(self) -> int:
-        """Number of snippets of a local knowledge base (0 when disabled or streamed)."""
+        """Number of snippets held in memory (0 when disabled or streamed)."""
         return len(self._snippets)
 
     # ----------------------------------------------------------------------------------------------
@@ -207,35 +250,61 @@ class KnowledgeBase:
         self.position += 1
         return snippet
 
-    def _open_stream(self) -> None:
+    def _dataset(self):
+        """The unshuffled ``datasets.IterableDataset`` of a streamed source."""
         import datasets
 
-        source = self.cfg.source
+        if self.kind == "local_stream":
+            return datasets.IterableDataset.from_generator(
+                _stream_records,
+                features=datasets.Features(
+                    {"id": datasets.Value("string"), "text": datasets.Value("string")}
+                ),
+                gen_kwargs={
+                    "files": [str(f) for f in self._files],
+                    "root": self._root,
+                    "field": self.cfg.text_field,
+                },
+            )
+        cfg = self.cfg
         try:
-            ds = datasets.load_dataset(source, split=self.cfg.split, streaming=True)
+            return datasets.load_dataset(
+                cfg.source,
+                name=cfg.config_name,
+                split=cfg.split,
+                data_files=list(cfg.data_files) or None,
+                streaming=True,
+            )
         except Exception as exc:
             raise UserError(
-                f"knowledge.source '{source}' is not a local file or directory, and loading it as a "
-                f"datasets name failed ({type(exc).__name__}: {exc}); check the name, knowledge.split and "
-                "network access, or use a local .jsonl/.parquet/.txt file"
+                f"knowledge.source '{cfg.source}' is not a local file or directory, and loading it as a "
+                f"datasets name failed ({type(exc).__name__}: {exc}); check the name, knowledge.config_name, "
+                "knowledge.split, knowledge.data_files and network access, or use a local "
+                ".jsonl/.parquet/.txt file"
             ) from None
+
+    def _open_stream(self) -> None:
+        ds = self._dataset()
         if self.cfg.shuffle_buffer > 0:
             ds = ds.shuffle(seed=self.seed, buffer_size=self.cfg.shuffle_buffer)
             ds.set_epoch(self.epoch)
-        # skip by reading: IterableDataset.skip drops the epoch set above (datasets 3-5)
+        # skip by reading: IterableDataset.skip drops the epoch set above (datasets 3-5), and its
+        # state_dict does not keep the shuffle buffer, so only reading past the records is exact
         self._stream = itertools.islice(iter(ds), self.position, None)
 
     def _next_streamed(self) -> Snippet:
-        field = self.cfg.text_field
+        local = self.kind == "local_stream"
+        field = "text" if local else self.cfg.text_field
         rollovers = 0
         while True:
             try:
                 record = next(self._stream)
             except StopIteration:
                 if self.position == 0 or rollovers >= 1:
+                    split = "" if local else f" (split {self.cfg.split})"
                     raise UserError(
-                        f"knowledge dataset '{self.cfg.source}' (split {self.cfg.split}) has no record with "
-                        f"non-empty text in field '{field}'"
+                        f"knowledge {'files' if local else 'dataset'} '{self.cfg.source}'{split} have no record "
+                        f"with non-empty text in field '{self.cfg.text_field}'"
                     ) from None
                 rollovers += 1
                 self.epoch += 1
@@ -244,6 +313,8 @@ class KnowledgeBase:
                 continue
             position = self.position
             self.position += 1
+            if local:
+                return Snippet(record["id"], record["text"])
             if field not in record:
                 raise UserError(
                     f"knowledge dataset '{self.cfg.source}' has no field '{field}' (fields: {', '.join(record)}); "
@@ -256,7 +327,8 @@ class KnowledgeBase:
     # ----------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serializable sampling position: kind, source, seed, epoch, position (and size if local)."""
+        """JSON-serializable sampling position: kind, source, seed, epoch, position, size (snippets held
+        in memory) and bytes (total size of local files)."""
         return {
             "kind": self.kind,
             "source": self.cfg.source,
@@ -264,24 +336,27 @@ class KnowledgeBase:
             "epoch": self.epoch,
             "position": self.position,
             "size": len(self._snippets),
+            "bytes": self.bytes,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue sampling where ``state`` left off (the saved seed wins over the constructor's).
 
-        A checkpoint of another knowledge base (different kind, source or number of snippets) is a
-        UserError: resuming it would silently change the snippet order.
+        A checkpoint of another knowledge base (different kind, source, number of snippets or size of
+        the local files) is a UserError: resuming it would silently change the snippet order.
         """
         mine = self.state_dict()
-        for key in ("kind", "source", "size"):
+        for key in ("kind", "source", "size", "bytes"):
+            if key == "bytes" and key not in state:
+                continue  # checkpoints written before the size was recorded
             if state[key] != mine[key]:
                 raise UserError(
                     f"the checkpoint's knowledge base has {key} {state[key]!r} but this run's has {mine[key]!r}; "
-                    "resume with the knowledge base the run was started with"
+                    "resume with the knowledge base (and knowledge.max_memory_mb) the run was started with"
                 )
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self._order = None
-        if self.kind == "stream":
+        if self.kind in ("stream", "local_stream"):
             self._open_stream()

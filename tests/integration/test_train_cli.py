@@ -148,3 +148,50 @@ def test_two_process_dual_play_ranks_agree(tmp_path):
     d1 = (tmp_path / "run" / "decisions.rank1.jsonl").read_text().splitlines()
     assert len(d0) == 5 and d0 == d1
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 5
+
+
+def test_streamed_knowledge_resumes_at_the_same_snippet(tmp_path, monkeypatch):
+    # A local knowledge file over knowledge.max_memory_mb is streamed (0 MB here: always); a run that
+    # crashes after its checkpoint and resumes draws exactly the snippets of an uninterrupted run,
+    # across an epoch boundary (4 snippets, 6 steps).
+    from pasodoble.config import load_config
+    from pasodoble.dual_play import DualPlay
+    from pasodoble.train import resume_training, run_training
+
+    knowledge = tmp_path / "k.jsonl"
+    knowledge.write_text("".join(json.dumps({"text": f"{i} + {i} = {2 * i}"}) + "\n" for i in range(4)))
+
+    def cfg(out):
+        overrides = [f"run.out_dir={out}", "run.max_steps=6", "run.checkpoint_every=3", "run.progress=false"]
+        knobs = [f"knowledge.source={knowledge}", "knowledge.max_memory_mb=0", "knowledge.shuffle_buffer=3"]
+        return load_config(TINY, overrides + knobs)
+
+    run_training(cfg(tmp_path / "full"))
+    original = DualPlay.online_step
+
+    def crash_at_5(self, step):
+        if step == 5:
+            raise RuntimeError("crash")
+        return original(self, step)
+
+    monkeypatch.setattr(DualPlay, "online_step", crash_at_5)
+    with pytest.raises(RuntimeError, match="crash"):
+        run_training(cfg(tmp_path / "crashed"))
+    monkeypatch.setattr(DualPlay, "online_step", original)
+    state = json.loads((tmp_path / "crashed" / "checkpoints" / "step_00000003" / "state.json").read_text())
+    assert {k: state["state"]["knowledge"][k] for k in ("kind", "epoch", "position")} == {
+        "kind": "local_stream",
+        "epoch": 0,
+        "position": 3,
+    }
+    resume_training(tmp_path / "crashed")
+
+    def snippets(run):
+        lines = [json.loads(x) for x in (tmp_path / run / "rollouts.jsonl").read_text().splitlines()]
+        return [r["snippet_id"] for r in lines if r["index"] == 0]
+
+    full = snippets("full")
+    assert len(full) == 6 and sorted(full[:4]) == [f"k.jsonl:{i}" for i in range(1, 5)]
+    assert snippets("crashed") == full
+    rollouts = [(tmp_path / run / "rollouts.jsonl").read_text() for run in ("full", "crashed")]
+    assert rollouts[0] == rollouts[1]  # the whole records, Proposer text included

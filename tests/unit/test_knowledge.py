@@ -188,13 +188,15 @@ def local_hub(tmp_path, monkeypatch):
 
     real = datasets.load_dataset
     path = write_jsonl(tmp_path / "stream.jsonl", [f"doc {i}" for i in range(7)] + ["  "])
+    calls = []
 
-    def load(name, split=None, streaming=False, **kw):
-        assert name == "org/corpus" and streaming
-        return real("json", data_files=str(path), split=split, streaming=True)
+    def load(source, name=None, split=None, data_files=None, streaming=False):
+        assert source == "org/corpus" and streaming
+        calls.append({"name": name, "split": split, "data_files": data_files})
+        return real("json", data_files=str(path), split="train", streaming=True)
 
     monkeypatch.setattr(datasets, "load_dataset", load)
-    return path
+    return calls
 
 
 def test_streaming_sampling_and_resume(local_hub):
@@ -221,3 +223,134 @@ def test_streaming_missing_field(local_hub):
     kb = KnowledgeBase(KnowledgeConfig(source="org/corpus", text_field="body"))
     with pytest.raises(UserError, match="no field 'body'"):
         kb.sample(TOK)
+
+
+def test_streaming_passes_config_name_split_and_data_files(local_hub):
+    cfg = KnowledgeConfig(source="org/corpus", config_name="en", split="dev", data_files=["data/a-*.parquet"])
+    KnowledgeBase(cfg).sample(TOK)
+    assert local_hub[-1] == {"name": "en", "split": "dev", "data_files": ["data/a-*.parquet"]}
+    KnowledgeBase(KnowledgeConfig(source="org/corpus"))
+    assert local_hub[-1] == {"name": None, "split": "train", "data_files": None}
+
+
+# --------------------------------------------------------------------------------------------------
+# Local files larger than knowledge.max_memory_mb: streamed through datasets
+
+
+def test_large_local_files_are_streamed_and_visit_every_snippet(tmp_path):
+    path = write_jsonl(tmp_path / "k.jsonl", [f"s{i}" for i in range(20)])
+    cfg = KnowledgeConfig(source=str(path), max_memory_mb=0, shuffle_buffer=4)  # 0: always stream
+    kb = KnowledgeBase(cfg, seed=1)
+    assert kb.kind == "local_stream" and len(kb) == 0 and kb.state_dict()["bytes"] == path.stat().st_size
+    first, second = draw(kb, 20), draw(kb, 20)
+    assert sorted(first) == sorted(second) == sorted(f"k.jsonl:{i}" for i in range(1, 21))
+    assert first != second  # a new buffer mix per epoch
+    assert first == draw(KnowledgeBase(cfg, seed=1), 20)
+    assert first != draw(KnowledgeBase(cfg, seed=2), 20)
+    assert KnowledgeBase(KnowledgeConfig(source=str(path)), seed=1).kind == "local"  # 340 bytes < 256 MB
+
+
+def test_streamed_directory_keeps_file_and_line_ids(tmp_path):
+    (tmp_path / "sub").mkdir()
+    pq.write_table(pa.table({"text": ["a b", "c", None], "n": [1, 2, 3]}), tmp_path / "sub" / "p.parquet")
+    write_jsonl(tmp_path / "j.jsonl", ["d e"])
+    (tmp_path / "notes.txt").write_text("one two\nthree\n\n\nfour five\n")
+    snippets = {}
+    kb = KnowledgeBase(KnowledgeConfig(source=str(tmp_path), max_memory_mb=0, shuffle_buffer=2), seed=0)
+    for _ in range(5):
+        s = kb.sample(TOK)
+        snippets[s.id] = s.text
+    assert snippets == {
+        "j.jsonl:1": "d e",
+        "notes.txt:1": "one two\nthree",
+        "notes.txt:5": "four five",
+        "sub/p.parquet:0": "a b",
+        "sub/p.parquet:1": "c",
+    }
+
+
+def test_streamed_file_errors_name_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "k.jsonl", ["a"], field="content")
+    with pytest.raises(UserError, match=r"k\.jsonl line 1 has no field 'text'"):  # at construction
+        KnowledgeBase(KnowledgeConfig(source=str(path), max_memory_mb=0))
+    path.write_text('{"text": "a"}\n{"text": "b"}\n{oops\n')
+    kb = KnowledgeBase(KnowledgeConfig(source=str(path), max_memory_mb=0, shuffle_buffer=0))
+    assert draw(kb, 2) == ["k.jsonl:1", "k.jsonl:2"]  # shuffle_buffer 0: file order
+    with pytest.raises(UserError, match=r"k\.jsonl line 3 is not valid JSON"):  # met while streaming
+        kb.sample(TOK)
+
+
+def test_streamed_resume_continues_at_the_same_snippet(tmp_path):
+    path = write_jsonl(tmp_path / "k.jsonl", [f"s{i}" for i in range(9)])
+    cfg = KnowledgeConfig(source=str(path), max_memory_mb=0, shuffle_buffer=3)
+    kb = KnowledgeBase(cfg, seed=5)
+    draw(kb, 11)  # into the second epoch
+    state = json.loads(json.dumps(kb.state_dict()))
+    assert (state["kind"], state["epoch"], state["position"]) == ("local_stream", 1, 2)
+    expected = draw(kb, 12)
+    resumed = KnowledgeBase(cfg, seed=0)  # the checkpoint's seed wins
+    resumed.load_state_dict(state)
+    assert draw(resumed, 12) == expected
+    path.write_text(path.read_text() + json.dumps({"text": "s9"}) + "\n")  # the corpus changed
+    with pytest.raises(UserError, match="bytes"):
+        KnowledgeBase(cfg).load_state_dict(state)
+    in_memory = KnowledgeBase(KnowledgeConfig(source=str(path)))
+    with pytest.raises(UserError, match="kind 'local_stream'"):
+        in_memory.load_state_dict(state)
+
+
+MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+from pasodoble.config import KnowledgeConfig
+from pasodoble.knowledge import KnowledgeBase
+
+def peak_rss_kb() -> int:
+    # VmHWM: this process's peak resident memory (getrusage's ru_maxrss would start at the parent's)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+class NoCap:  # a tokenizer that never cuts: every snippet is read whole
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [0]}
+
+def read_epoch(source, max_memory_mb, records):
+    before = peak_rss_kb()
+    kb = KnowledgeBase(KnowledgeConfig(source=source, max_memory_mb=max_memory_mb, shuffle_buffer=64))
+    ids = {kb.sample(NoCap()).id for _ in range(records)}
+    return {"kind": kb.kind, "distinct": len(ids), "growth_mb": (peak_rss_kb() - before) / 1024}
+
+big, small, cap_mb, records = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+read_epoch(small, 0, 30)  # imports and first use of the streaming machinery, before measuring
+streamed = read_epoch(big, cap_mb, records)
+held = read_epoch(big, 1000, records)  # the control, after: held in memory
+print(json.dumps({"streamed": streamed, "held": held}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads peak memory from /proc (Linux)")
+def test_a_file_ten_times_the_memory_cap_is_read_with_bounded_memory(tmp_path):
+    cap_mb, records = 4, 4200
+    big = tmp_path / "big.jsonl"
+    with big.open("w") as fh:
+        for i in range(records):
+            fh.write(json.dumps({"text": f"record {i} " + "lorem ipsum dolor sit amet " * 370}) + "\n")
+    size_mb = big.stat().st_size / 2**20
+    assert size_mb >= 10 * cap_mb
+    small = write_jsonl(tmp_path / "small.jsonl", [f"s{i}" for i in range(50)])
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(big), str(small), str(cap_mb), str(records)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.splitlines()[-1])
+    streamed, held = result["streamed"], result["held"]
+    # a whole epoch streamed: every record read once, the peak memory growth stays under the cap
+    assert streamed["kind"] == "local_stream" and streamed["distinct"] == records
+    assert streamed["growth_mb"] < cap_mb, result
+    # the control: the same file held in memory grows the process by about its size
+    assert held["kind"] == "local" and held["distinct"] == records
+    assert held["growth_mb"] > 0.8 * size_mb, result

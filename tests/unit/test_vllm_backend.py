@@ -184,6 +184,33 @@ def test_without_sleep_the_engine_reloads_only_at_switches_and_after_updates(tin
     assert shared.loads == 3
 
 
+def test_colocated_backends_share_one_engine_started_from_dummy_weights(
+    tiny_model, tiny_tokenizer, monkeypatch
+):
+    import os
+
+    built = []
+
+    class Started(FakeEngine):
+        def __init__(self, model_dir, **kw):
+            super().__init__(eos=2)
+            built.append((kw, sorted(os.listdir(model_dir))))
+
+    monkeypatch.setattr(vllm_mod, "LocalEngine", Started)
+    monkeypatch.setattr(vllm_mod, "_COLOCATED", {})
+    cfg = _cfg("model.dtype=bfloat16")  # defaults: colocated, prompts 2048 + 1024 new tokens
+    proposer = VLLMBackend(tiny_model, tiny_tokenizer, role="proposer", config=cfg)
+    solver = VLLMBackend(build_tiny_model(tiny_tokenizer, seed=1), tiny_tokenizer, role="solver", config=cfg)
+    assert proposer.shared is solver.shared and len(built) == 1  # one engine in this process
+    kw, files = built[0]
+    assert kw["load_format"] == "dummy" and kw["enable_sleep_mode"] and kw["dtype"] == "bfloat16"
+    assert kw["max_model_len"] == 3072 and not kw["external_launcher"]
+    assert "config.json" in files and not any(
+        f.endswith((".safetensors", ".bin")) for f in files
+    )  # no weights
+    assert proposer.shared.engine.events == ["sleep2"]  # asleep until a role generates
+
+
 def test_local_generation_refuses_to_gather_sharded_weights(tiny_model, tiny_tokenizer, monkeypatch):
     shared = ColocatedEngine(FakeEngine(2), sleep_between_steps=True, dtype=None)
     backend = VLLMBackend(tiny_model, tiny_tokenizer, engine=shared, role="solver")

@@ -57,12 +57,14 @@ engine's ``logprobs_mode`` (``processed_logprobs``: after temperature, which the
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import hashlib
 import hmac
 import ipaddress
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -315,6 +317,7 @@ def _colocated_engine(model: torch.nn.Module, tokenizer, config: Config | None) 
     # The engine starts from the architecture's config with dummy weights: the role's weights are loaded
     # before its first generation, so no weights are written to or read from disk.
     tmp = tempfile.mkdtemp(prefix="pasodoble-vllm-config-")
+    atexit.register(shutil.rmtree, tmp, True)
     model.config.save_pretrained(tmp)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(tmp)

@@ -33,7 +33,7 @@ from functools import lru_cache
 from multiprocessing.connection import wait as _mp_wait
 
 from pasodoble.config import GraderConfig
-from pasodoble.extract import extract_answer
+from pasodoble.extract import extract_answer, extraction_fallbacks
 from pasodoble.normalize import (
     _compact,
     normalize_answer,
@@ -407,13 +407,18 @@ class Grader:
 
     # ------------------------------------------------------------------ public API
 
-    def extract(self, response: str) -> str | None:
+    def extract(self, response: str, mode: str = "strict") -> str | None:
         """The final answer of ``response`` in full (a longer answer than ``max_answer_chars`` is graded
-        ``too_long`` unless it equals the gold, never compared by a prefix)."""
-        return extract_answer(_clean_text(response), self.cfg.fallback, max_chars=self.cfg.max_chars)
+        ``too_long`` unless it equals the gold, never compared by a prefix).
 
-    def grade(self, response: str, gold: str, *, extracted: bool = False) -> Verdict:
-        return self.grade_batch([response], [gold], extracted=extracted)[0]
+        ``mode``: ``strict`` (the last box, else ``grader.fallback``) or ``flexible`` (then also the last
+        number in the response; ``pasodoble.extract.extraction_fallbacks``).
+        """
+        chain = self.cfg.fallback if mode == "strict" else extraction_fallbacks(mode, self.cfg.fallback)
+        return extract_answer(_clean_text(response), chain, max_chars=self.cfg.max_chars)
+
+    def grade(self, response: str, gold: str, *, extracted: bool = False, extract: str = "strict") -> Verdict:
+        return self.grade_batch([response], [gold], extracted=extracted, extract=extract)[0]
 
     def grade_batch(
         self,
@@ -422,10 +427,13 @@ class Grader:
         *,
         extracted: bool = False,
         progress: bool = False,
+        extract: str = "strict",
     ) -> list[Verdict]:
-        """Grade pairs in order. ``extracted=True``: responses are already final answers (no extraction)."""
+        """Grade pairs in order. ``extracted=True``: responses are already final answers (no extraction).
+        ``extract``: the extraction mode of full responses, ``strict`` or ``flexible`` (see ``extract``)."""
         if len(responses) != len(golds):
             raise ValueError(f"grade_batch: {len(responses)} responses but {len(golds)} gold answers")
+        extraction_fallbacks(extract, ())  # an unknown mode is an error even when nothing is extracted
         mac = self.cfg.max_answer_chars
         preds: list[str | None] = []
         for r in responses:
@@ -435,7 +443,7 @@ class Grader:
                 p = strip_outer(_clean_text(str(r)))
                 preds.append(p or None)
             else:
-                preds.append(self.extract(str(r)))
+                preds.append(self.extract(str(r), extract))
         gold_s = [_gold_answer(_clean_text(str(g))) for g in golds]
         results: list[tuple[bool, str | None] | None] = [None] * len(preds)
         todo: dict[tuple[str, str], list[int]] = {}

@@ -431,3 +431,83 @@ def test_killed_subprocess_resumes_without_regenerating(tiny_dir, tmp_path):
     assert resumed["benchmarks"] == straight["benchmarks"]
     ref_lines = sorted((tmp_path / "straight" / "samples.jsonl").read_text().splitlines())
     assert sorted(samples.read_text().splitlines()) == ref_lines
+
+
+# --------------------------------------------------------------------------------------------------
+# --extract strict|flexible (eval.extract)
+
+
+def test_cli_extract_flexible_for_base_model_answers(tmp_path, capsys, monkeypatch):
+    """Base-model answers ending in ``A: N``: strict finds none, flexible takes the last number; the mode
+    is recorded, checked on resume, read from --train-config, and re-grading reproduces the numbers."""
+    from pasodoble.eval import runner
+
+    bench = tmp_path / "qa.jsonl"
+    golds = {"Eggs left?": "18", "Cups?": "5", "Legs?": "1,200"}
+    bench.write_text("".join(json.dumps({"problem": p, "answer": a}) + "\n" for p, a in golds.items()))
+
+    def fake_generate(self, requests, n):  # sample 0 right, sample 1 off by one
+        out = []
+        for r in requests:
+            gold = int(golds[r.problem].replace(",", ""))
+            out.append([f"We count {gold - 2} and 2 more.\nA: {gold + i:,}" for i in range(n)])
+        return out
+
+    monkeypatch.setattr(runner.BackendGenerator, "__call__", fake_generate)
+    base = ["eval", "--model", "tiny", "--benchmarks", str(bench), "--samples", "2", "--grader-workers", "0"]
+    base += ["--no-progress", "--device", "cpu"]
+
+    assert main([*base, "--out", str(tmp_path / "strict")]) == 0
+    strict = json.loads((tmp_path / "strict" / "results.json").read_text())
+    assert strict["config"]["extract"] == "strict"
+    assert strict["benchmarks"]["qa"]["pass@1"] == 0.0
+
+    out = tmp_path / "flexible"
+    assert main([*base, "--extract", "flexible", "--out", str(out)]) == 0
+    flexible = json.loads((out / "results.json").read_text())
+    assert flexible["config"]["extract"] == "flexible"
+    assert flexible["benchmarks"]["qa"]["pass@1"] == 0.5  # 3 problems x (right, wrong)
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["pred"] for s in samples] == ["18", "19", "5", "6", "1,200", "1,201"]
+
+    graded = tmp_path / "graded.jsonl"
+    capsys.readouterr()
+    assert main(["grade", str(out / "samples.jsonl"), "--out", str(graded), "--extract", "flexible"]) == 0
+    assert "accuracy: 3/6 (50.00%)" in capsys.readouterr().out
+
+    # resuming into the same directory with the other mode would mix verdicts: refused
+    assert main([*base, "--extract", "strict", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "extract: 'flexible' -> 'strict'" in err[0]
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("eval:\n  extract: flexible\n")
+    assert main([*base, "--train-config", str(cfg), "--out", str(tmp_path / "from_cfg")]) == 0
+    from_cfg = json.loads((tmp_path / "from_cfg" / "results.json").read_text())
+    assert from_cfg["config"]["extract"] == "flexible" and from_cfg["benchmarks"] == flexible["benchmarks"]
+
+
+def test_manifest_without_extract_resumes_as_strict(tmp_path):
+    """An eval_config.json written before eval.extract existed holds a strict evaluation."""
+    from pasodoble.errors import UserError
+
+    with Grader(GraderConfig(workers=0)) as grader:
+        run_eval(
+            _settings(), _toy_benchmarks(), FakeGenerator(), grader.grade_batch, tmp_path, progress=False
+        )
+        manifest = json.loads((tmp_path / "eval_config.json").read_text())
+        del manifest["identity"]["extract"]
+        (tmp_path / "eval_config.json").write_text(json.dumps(manifest))
+        again = run_eval(
+            _settings(), _toy_benchmarks(), FakeGenerator(), grader.grade_batch, tmp_path, progress=False
+        )
+        assert again["generated_problems"] == 0
+        with pytest.raises(UserError, match="extract: 'strict' -> 'flexible'"):
+            run_eval(
+                _settings(extract="flexible"),
+                _toy_benchmarks(),
+                FakeGenerator(),
+                grader.grade_batch,
+                tmp_path,
+                progress=False,
+            )

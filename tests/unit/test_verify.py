@@ -478,3 +478,23 @@ def test_operators_are_evaluated_before_math_verify():
     )
     assert out == [sympy.pi**2 / 6 + 6, "latex"]
     assert _with_operators_evaluated([sympy.Integer(2), "2"]) == [2, "2"]
+
+
+def test_grade_batch_extraction_modes():
+    responses = ["9 * 2 = 18 dollars.\nA: 18", "A: 19", "\\boxed{18} (checked: 2)"]
+    with Grader(GraderConfig(workers=0)) as g:
+        strict = g.grade_batch(responses, ["18"] * 3)
+        flexible = g.grade_batch(responses, ["18"] * 3, extract="flexible")
+        assert g.grade("A: 18", "18", extract="flexible").correct
+        with pytest.raises(ValueError, match="unknown extraction mode 'loose'"):
+            g.grade_batch(["1"], ["1"], extracted=True, extract="loose")
+    assert strict == [
+        Verdict(None, False, "no_answer"),
+        Verdict(None, False, "no_answer"),
+        Verdict("18", True, None),
+    ]
+    assert flexible == [
+        Verdict("18", True, None),
+        Verdict("19", False, "mismatch"),
+        Verdict("18", True, None),
+    ]

@@ -2,7 +2,7 @@
 
     pasodoble eval --model PATH_OR_NAME --benchmarks math500,gsm8k,aime24,aime25,amc23,olympiadbench \\
         [--samples 6] [--temperature 0.6] [--max-new-tokens N] [--few-shot 0|4] [--backend hf|vllm] \\
-        [--limit N] [--seed S] [--data-dir DIR] --out DIR
+        [--limit N] [--seed S] [--data-dir DIR] [--extract strict|flexible] --out DIR
 
 Writes OUT/results.json, OUT/results.md and OUT/samples.jsonl (see docs/evaluation.md). Rerunning the
 same command after an interruption continues where it stopped.
@@ -11,6 +11,7 @@ same command after an interruption continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 
 from pasodoble.config import EvalConfig, GraderConfig, RolloutConfig
@@ -93,6 +94,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grader-workers", type=int, default=g.workers, help="grader processes (0 = in-process)"
     )
+    parser.add_argument(
+        "--extract",
+        default=None,
+        choices=("strict", "flexible"),
+        help="answer extraction: strict = the last \\boxed{}, else the grader's fallbacks (the paper's "
+        "protocol, what rewards use); flexible = then also the last number in the response "
+        "(lm-evaluation-harness's flexible-extract, for few-shot base models) "
+        f"(default: eval.extract of --train-config, else {e.extract})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -137,11 +147,13 @@ def run(args: argparse.Namespace) -> int:
     names = parse_benchmark_list(args.benchmarks)
     benchmarks = [load_benchmark(n, data_dir=args.data_dir, limit=args.limit) for n in names]
     template, open_thinking = None, bool(args.open_thinking)
+    extract = args.extract or EvalConfig().extract
     if args.train_config:
         from pasodoble.config import load_config
 
         train_cfg = load_config(args.train_config)
         template, open_thinking = train_cfg.solver.prompt, open_thinking or train_cfg.rollout.open_thinking
+        extract = args.extract or train_cfg.eval.extract
     settings = EvalSettings(
         model=args.model,
         benchmarks=[b.name for b in benchmarks],
@@ -156,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         data_dir=args.data_dir,
+        extract=extract,
     )
     model, tokenizer = load_model_for_eval(
         args.model, seed=args.seed, dtype=args.dtype, device=args.device, threads=args.threads
@@ -177,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
             settings,
             benchmarks,
             generator,
-            grader.grade_batch,
+            functools.partial(grader.grade_batch, extract=extract),
             args.out,
             problems_per_call=args.problems_per_call,
             progress=not args.no_progress,

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from pasodoble.errors import UserError
-from pasodoble.extract import EXTRACT_MODES, extraction_fallbacks
+from pasodoble.extract import EXTRACT_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +170,6 @@ def run(args: argparse.Namespace) -> int:
         cfg.workers = args.workers
     if args.fallback is not None:
         cfg.fallback = list(args.fallback)
-    cfg.fallback = extraction_fallbacks(args.extract, cfg.fallback)
 
     in_path, out_path = Path(args.input), Path(args.out)
     _check_not_input(in_path, out_path)
@@ -202,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
                 [records[i]["gold"] for i in idx],
                 extracted=(kind == "pred"),
                 progress=not args.no_progress,
+                extract=args.extract,
             )
             for i, v in zip(idx, got, strict=True):
                 verdicts[i] = v

@@ -47,7 +47,10 @@ IDENTITY_KEYS = (
     "open_thinking",
     "backend",
     "seed",
+    "extract",  # not a generation setting, but the stored verdicts were graded with it
 )
+# the value of an identity key in a manifest written before the key existed
+_IDENTITY_DEFAULTS = {"extract": "strict"}
 
 
 @dataclass
@@ -67,6 +70,7 @@ class EvalSettings:
     seed: int = 0
     limit: int | None = None
     data_dir: str | None = None
+    extract: str = "strict"  # answer extraction the verdicts used: strict | flexible (eval.extract)
 
     def identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in IDENTITY_KEYS}
@@ -174,7 +178,7 @@ def _check_identity(out: Path, settings: EvalSettings) -> None:
             previous = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise UserError(f"{path} is not valid JSON; remove it or use a new --out") from None
-        stored = previous.get("identity", {})
+        stored = {**_IDENTITY_DEFAULTS, **previous.get("identity", {})}
         diff = [k for k in IDENTITY_KEYS if stored.get(k) != settings.identity().get(k)]
         if diff:
             what = ", ".join(f"{k}: {stored.get(k)!r} -> {settings.identity().get(k)!r}" for k in diff)

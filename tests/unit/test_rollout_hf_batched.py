@@ -154,3 +154,59 @@ def test_one_compute_dtype_replica_serves_both_roles(tiny_tokenizer, one_thread)
         release_replicas()
     assert copies == [True, False, True, True, True]
     assert next(proposer.parameters()).dtype == torch.float32  # masters untouched
+
+
+class ReplayingGraph:
+    """Stands in for a captured CUDA graph on CPU: ``replay`` reruns the captured step and writes into the
+    output tensor the capture returned, as a real replay overwrites its static output."""
+
+    def __init__(self, step):
+        self.step = step
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        self.out.copy_(self.step())
+
+
+def test_graph_replay_bookkeeping_matches_eager_decoding(tiny_model, tiny_tokenizer, monkeypatch, one_thread):
+    """The CUDA-graph path of the decode loop (capture per window, replay, static output) with a CPU stand-in
+    for the graph: the same tokens and log-probabilities as eager decoding."""
+    params = SamplingParams(temperature=0.9, max_new_tokens=12, n=2, seed=4, return_logprobs=True)
+    prompts = _prompts(tiny_tokenizer)
+    eager = HFBatchedBackend(tiny_model, tiny_tokenizer, window_bucket=4).generate(prompts, params)
+    graphs = []
+
+    def capture(self, forward, w, pool, device):
+        graph = ReplayingGraph(lambda: forward(w))
+        graph.out = forward(w)
+        graphs.append(graph)
+        return graph, graph.out
+
+    monkeypatch.setattr(HFBatchedBackend, "_graphs_on", lambda self, device: True)
+    monkeypatch.setattr(HFBatchedBackend, "_capture", capture)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    backend = HFBatchedBackend(tiny_model, tiny_tokenizer, window_bucket=4)
+    graphed = backend.generate(prompts, params)
+    assert [c.completion_ids for c in _flat(graphed)] == [c.completion_ids for c in _flat(eager)]
+    assert [c.logprobs for c in _flat(graphed)] == [c.logprobs for c in _flat(eager)]
+    # windows of 4 columns: a graph per window the decode reached, every later step a replay
+    assert backend.last_stats["graphs"] == len(graphs) >= 3 and sum(g.replays for g in graphs) >= 8
+
+
+def test_a_failed_capture_falls_back_to_eager_decoding(tiny_model, tiny_tokenizer, monkeypatch, one_thread):
+    params = SamplingParams(temperature=0.9, max_new_tokens=10, n=2, seed=4, return_logprobs=True)
+    prompts = _prompts(tiny_tokenizer)
+    eager = HFBatchedBackend(tiny_model, tiny_tokenizer, window_bucket=4).generate(prompts, params)
+
+    def no_streams(*a, **k):
+        raise RuntimeError("CUDA graphs are not available here")
+
+    monkeypatch.setattr(torch.cuda, "Stream", no_streams)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    backend = HFBatchedBackend(tiny_model, tiny_tokenizer, window_bucket=4, cuda_graphs=True)
+    monkeypatch.setattr(HFBatchedBackend, "_graphs_on", lambda self, device: self.graph_error is None)
+    out = backend.generate(prompts, params)
+    assert backend.graph_error == "RuntimeError: CUDA graphs are not available here"
+    assert [c.completion_ids for c in _flat(out)] == [c.completion_ids for c in _flat(eager)]
+    assert backend.last_stats["graphs"] == 0

@@ -230,12 +230,14 @@ class RunLogger:
 
     # ------------------------------------------------------------------ logging
 
-    def log_metrics(self, step: int, metrics: dict[str, Any]) -> None:
+    def log_metrics(self, step: int, metrics: dict[str, Any], *, trackers_only: bool = False) -> None:
+        """One ``metrics.jsonl`` line (unless ``trackers_only``) and the numeric values to the trackers."""
         if not self.enabled:
             return
         line = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
-        self._metrics.write(json.dumps(line) + "\n")
-        self._metrics.flush()
+        if not trackers_only:
+            self._metrics.write(json.dumps(line) + "\n")
+            self._metrics.flush()
         self._next_step = max(self._next_step, step + 1)
         self._ensure_trackers()
         numeric = {

@@ -5,7 +5,7 @@
         [--checker MODEL_OR_URL] [--checker-model NAME] [--checker-api-key-env VAR] ...
     pasodoble sft train --role proposer|solver --data FILE --model BASE --out DIR \\
         [--epochs E] [--lr LR] [--batch-size B] [--max-length L] [--packing] [--eval-fraction F] \\
-        [--seed S] [--resume]
+        [--seed S] [--resume] [--log-with tensorboard,wandb] [--project P] [--run-name R]
 
 Both print a JSON summary on stdout; build-data is resumable by rerunning the same command, train
 with ``--resume``.
@@ -150,6 +150,20 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between held-out evaluations")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--log-with",
+        type=_names,
+        default=[],
+        metavar="TRACKERS",
+        help="comma-separated experiment trackers fed every step (accelerate's: tensorboard, wandb, mlflow, "
+        "trackio, comet_ml, aim, clearml, dvclive, swanlab); metrics.jsonl is always written live",
+    )
+    p.add_argument("--project", default=d.project, help="project (experiment) name in the trackers")
+    p.add_argument("--run-name", default=None, help="run name in the trackers (default: the --out name)")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -86,6 +86,16 @@ class SFTConfig:
     )
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in out"})
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    log_with: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "experiment trackers (accelerate's: tensorboard, wandb, mlflow, ...), fed every step"
+        },
+    )
+    project: str = field(default="pasodoble", metadata={"help": "project (experiment) name in the trackers"})
+    run_name: str | None = field(
+        default=None, metadata={"help": "run name in the trackers (default: out's name)"}
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,6 +335,7 @@ def train_sft(
         set_rng_state,
     )
     from pasodoble.config import ModelConfig
+    from pasodoble.metrics import RunLogger
     from pasodoble.models import load_model_and_tokenizer
 
     _validate(cfg)
@@ -387,10 +398,33 @@ def train_sft(
     elif accelerator.is_main_process and out.exists() and (out / "checkpoints").exists() and not cfg.resume:
         raise UserError(f"{out} already holds an SFT run; pass --resume to continue it or pick another --out")
 
+    # Live logs: metrics.jsonl holds the history so far (a resumed run's comes from its checkpoint) and
+    # grows by a line each step; the trackers get the same records.
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in history))
+    logger = RunLogger(
+        out,
+        enabled=accelerator.is_main_process,
+        trackers=cfg.log_with,
+        project=cfg.project,
+        run_name=cfg.run_name,
+        config=asdict(cfg),
+        resume=ckpt is not None,
+        rollouts=False,
+        field="--log-with",
+    )
+    if ckpt is not None:
+        logger.restore({"step": step + 1})  # TensorBoard drops what a killed run logged after the checkpoint
+
+    def log(record: dict[str, Any]) -> None:
+        logger.log_metrics(record["step"], {k: v for k, v in record.items() if k != "step"})
+
     if eval_before is None:
         eval_before = heldout_loss(model, held, cfg, pad_id, device)
         if on_eval is not None:
             history.append({"step": 0, "eval_loss": eval_before, **on_eval(unwrapped, tokenizer, 0)})
+            log(history[-1])
 
     def save(at_step: int) -> None:
         if accelerator.is_main_process:
@@ -459,6 +493,7 @@ def train_sft(
             if on_eval is not None:
                 record.update(on_eval(unwrapped, tokenizer, step))
         history.append(record)
+        log(record)
         bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{record['lr']:.2e}")
         bar.update(1)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
@@ -466,8 +501,12 @@ def train_sft(
     bar.close()
 
     eval_after = heldout_loss(model, held, cfg, pad_id, device)
+    final: dict[str, Any] = {"eval_loss": eval_after}
     if on_eval is not None and history and history[-1]["step"] == step:
-        history[-1].update({"eval_loss": eval_after, **on_eval(unwrapped, tokenizer, step)})
+        final.update(on_eval(unwrapped, tokenizer, step))
+        history[-1].update(final)
+    logger.log_metrics(step, final, trackers_only=True)  # metrics.jsonl is rewritten whole below
+    logger.close()
     save(step)
     summary = {
         "role": cfg.role,

@@ -67,17 +67,22 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-def load_model_and_tokenizer(name_or_path: str, model_cfg: ModelConfig, *, seed: int = 0):
+def load_model_and_tokenizer(
+    name_or_path: str, model_cfg: ModelConfig, *, seed: int = 0, field: str | None = None
+):
     """Load (or, for ``'tiny'``, build) the causal LM and its tokenizer.
 
     Args:
         name_or_path: ``'tiny'``, a local model directory, or a Hugging Face hub name.
         model_cfg: dtype, attention implementation, remote code and tokenizer override.
         seed: initialization seed of the tiny model (ignored for pretrained weights).
+        field: the config field or option ``name_or_path`` came from (``solver.model_path``,
+            ``--model``), named in error messages.
 
     Raises:
-        UserError: a local directory that does not exist, or a name that cannot be loaded
-            (offline, misspelt, not a causal LM), with the name in the message.
+        UserError: one line naming the directory, file or name (and ``field``): a local directory
+            that does not exist or holds no ``config.json``, a corrupt or truncated weight file, or a
+            name that cannot be loaded (offline, misspelt, not a causal LM).
     """
     dtype = torch_dtype(model_cfg.dtype)
     if name_or_path == "tiny":
@@ -90,26 +95,64 @@ def load_model_and_tokenizer(name_or_path: str, model_cfg: ModelConfig, *, seed:
         return model, prepare_tokenizer(tok)
 
     path = Path(name_or_path).expanduser()
-    if _looks_local(name_or_path) and not path.is_dir():
-        raise UserError(f"model directory {name_or_path} does not exist (model.name_or_path)")
-    source = str(path) if path.is_dir() else name_or_path
+    where = f" ({field})" if field else ""
+    local = path.is_dir()
+    if _looks_local(name_or_path) and not local:
+        raise UserError(f"model directory {name_or_path}{where} does not exist")
+    if local and not (path / "config.json").is_file():
+        raise UserError(
+            f"model directory {name_or_path}{where} holds no config.json: it is not a Hugging Face model "
+            "directory (save one with save_pretrained, or point to the directory that holds config.json)"
+        )
+    source = str(path) if local else name_or_path
     kwargs = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code}
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
+    except Exception as exc:  # a user's directory: corrupt weights or config raise many types
+        if local:
+            bad = _corrupt_weight_file(path)
+            if bad is not None:
+                raise UserError(
+                    f"model file {bad}{where} is corrupt or truncated ({_one_line(exc)}); "
+                    "copy or export the model again"
+                ) from None
+            raise UserError(f"cannot load model directory {name_or_path}{where}: {_one_line(exc)}") from None
+        if not isinstance(exc, OSError):
+            raise
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1: only local directories and cached names load)" if offline else ""
-        raise UserError(f"cannot load model {name_or_path!r}{hint}: {exc}") from None
+        raise UserError(f"cannot load model {name_or_path!r}{where}{hint}: {_one_line(exc)}") from None
     tok_source = model_cfg.tokenizer or source
     try:
         tok = load_tokenizer(tok_source, trust_remote_code=model_cfg.trust_remote_code)
-    except OSError as exc:
-        raise UserError(f"cannot load tokenizer {tok_source!r}: {exc}") from None
+    except Exception as exc:  # OSError (missing files) or the tokenizers library's parse errors
+        if not (isinstance(exc, OSError) or Path(tok_source).expanduser().is_dir()):
+            raise
+        raise UserError(f"cannot load tokenizer {tok_source!r}: {_one_line(exc)}") from None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line (library messages can span many lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _corrupt_weight_file(path: Path) -> Path | None:
+    """The first ``*.safetensors`` file of ``path`` whose header or size is inconsistent, if any."""
+    from safetensors import safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception:  # safetensors raises SafetensorError, OSError or others for a bad file
+            return file
+    return None
 
 
 SMALL_MODEL_PARAMS = 50_000_000

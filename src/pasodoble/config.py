@@ -359,7 +359,11 @@ class GraderConfig:
     max_chars: int = _f(
         20000, "Responses are truncated to their last max_chars characters before the answer is extracted."
     )
-    max_answer_chars: int = _f(1000, "Extracted answers longer than this are truncated before parsing.")
+    max_answer_chars: int = _f(
+        1000,
+        "Answers (extracted or gold) longer than this are not parsed: such a pair is correct only when both "
+        "are the same text in full, else wrong with reason too_long (never compared by a prefix).",
+    )
     workers: int = _f(
         2, "Grader worker processes; 0 grades in-process (no time bound for pathological input)."
     )
@@ -388,6 +392,14 @@ class EvalConfig:
         "metrics eval/...); 0 = never during training (run pasodoble eval afterwards).",
     )
     data_dir: str | None = _f(None, "Local benchmark folder; null uses ../shared/benchmarks when present.")
+    extract: str = _f(
+        "strict",
+        "Answer extraction of pasodoble eval given this config as --train-config (an explicit --extract "
+        "wins): strict = the last \\boxed{}, else grader.fallback (what rewards use; the paper's protocol); "
+        "flexible = then also the last number of the response (lm-evaluation-harness's flexible-extract, "
+        "for few-shot base models that end with 'A: 18'). Evaluation during training (eval.every) is strict.",
+        choices=("strict", "flexible"),
+    )
 
 
 # accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS)

@@ -9,7 +9,8 @@ Sources (``knowledge.source``):
 - anything else is a ``datasets`` name, streamed with ``load_dataset(name, config_name, split=...,
   data_files=..., streaming=True)`` (for users with network access or a local datasets cache).
 
-Local files are read a line (jsonl, txt) or a small batch of rows (parquet) at a time, never whole.
+Local files are read a line (jsonl, txt) or a row group (parquet) at a time, never whole (pyarrow
+holds a few times one row group's text column, measured: give large exports row groups of tens of MB).
 How they are sampled depends on their total size (``knowledge.max_memory_mb``):
 
 - up to that size, the snippets are held in memory and visited in a fresh seeded permutation per
@@ -92,18 +93,23 @@ def _parquet_snippets(path: Path, field: str, prefix: str) -> Iterator[Snippet]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # page by page, no read-ahead
     except Exception as exc:  # pyarrow raises several types for a non-parquet file
         raise UserError(f"cannot read knowledge file {path} as parquet: {exc}") from None
     names = pf.schema_arrow.names
     if field not in names:
         raise _field_error(path, "", field, names)
     row = 0
-    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[field]):
-        for text in batch.column(0).to_pylist():
-            if isinstance(text, str) and text.strip():
-                yield Snippet(f"{prefix}:{row}", text.strip())
-            row += 1
+    # one row group at a time: over all row groups at once, pyarrow reads ahead (the whole file, measured)
+    for group in range(pf.num_row_groups):
+        batches = pf.iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, row_groups=[group], columns=[field], use_threads=False
+        )
+        for batch in batches:
+            for text in batch.column(0).to_pylist():
+                if isinstance(text, str) and text.strip():
+                    yield Snippet(f"{prefix}:{row}", text.strip())
+                row += 1
 
 
 def _txt_snippets(path: Path, prefix: str) -> Iterator[Snippet]:

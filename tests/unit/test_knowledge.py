@@ -321,36 +321,42 @@ def read_epoch(source, max_memory_mb, records):
     ids = {kb.sample(NoCap()).id for _ in range(records)}
     return {"kind": kb.kind, "distinct": len(ids), "growth_mb": (peak_rss_kb() - before) / 1024}
 
-big, small, cap_mb, records = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-read_epoch(small, 0, 30)  # imports and first use of the streaming machinery, before measuring
-streamed = read_epoch(big, cap_mb, records)
-held = read_epoch(big, 1000, records)  # the control, after: held in memory
-print(json.dumps({"streamed": streamed, "held": held}))
+jsonl, parquet, cap_mb, records = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for warm_up in sys.argv[5:]:  # imports and first use of the readers and the streaming machinery
+    read_epoch(warm_up, 0, 30)
+streamed = read_epoch(jsonl, cap_mb, records)
+streamed_parquet = read_epoch(parquet, cap_mb, records)
+held = read_epoch(jsonl, 1000, records)  # the control, last: held in memory
+print(json.dumps({"streamed": streamed, "streamed_parquet": streamed_parquet, "held": held}))
 """
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads peak memory from /proc (Linux)")
 def test_a_file_ten_times_the_memory_cap_is_read_with_bounded_memory(tmp_path):
     cap_mb, records = 4, 4200
-    big = tmp_path / "big.jsonl"
-    with big.open("w") as fh:
-        for i in range(records):
-            fh.write(json.dumps({"text": f"record {i} " + "lorem ipsum dolor sit amet " * 370}) + "\n")
+    texts = [f"record {i} " + "lorem ipsum dolor sit amet " * 370 for i in range(records)]
+    big = write_jsonl(tmp_path / "big.jsonl", texts)
     size_mb = big.stat().st_size / 2**20
-    assert size_mb >= 10 * cap_mb
-    small = write_jsonl(tmp_path / "small.jsonl", [f"s{i}" for i in range(50)])
+    # parquet memory follows its row groups (read one at a time): 50 rows here, about 0.5 MB of text
+    big_parquet = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"text": texts}), big_parquet, row_group_size=50, compression="none")
+    assert size_mb >= 10 * cap_mb and big_parquet.stat().st_size >= 10 * cap_mb * 2**20
+    small = write_jsonl(tmp_path / "small.jsonl", texts[:50])
+    pq.write_table(pa.table({"text": texts[:50]}), tmp_path / "small.parquet", row_group_size=50)
+    probe = [MEMORY_PROBE, str(big), str(big_parquet), str(cap_mb), str(records), str(small)]
     out = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(big), str(small), str(cap_mb), str(records)],
+        [sys.executable, "-c", *probe, str(tmp_path / "small.parquet")],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.splitlines()[-1])
-    streamed, held = result["streamed"], result["held"]
+    held = result["held"]
     # a whole epoch streamed: every record read once, the peak memory growth stays under the cap
-    assert streamed["kind"] == "local_stream" and streamed["distinct"] == records
-    assert streamed["growth_mb"] < cap_mb, result
+    for streamed in (result["streamed"], result["streamed_parquet"]):
+        assert streamed["kind"] == "local_stream" and streamed["distinct"] == records
+        assert streamed["growth_mb"] < cap_mb, result
     # the control: the same file held in memory grows the process by about its size
     assert held["kind"] == "local" and held["distinct"] == records
     assert held["growth_mb"] > 0.8 * size_mb, result

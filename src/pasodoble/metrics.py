@@ -157,9 +157,9 @@ class RunLogger:
         self._next_step = 0  # one past the last step logged: where a resumed TensorBoard purges from
         self._metrics = None
         self._rollouts = None
+        _check_available(self.tracker_names, field)  # on every rank: they all stop, none waits alone
         if not enabled:
             return
-        _check_available(self.tracker_names, field)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.metrics_path, "a", encoding="utf-8")
         if rollouts:

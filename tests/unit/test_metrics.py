@@ -13,7 +13,8 @@ from pasodoble.metrics import RunLogger, cut_middle, flat_config, tracker_names
 
 def test_cut_middle_keeps_both_ends():
     assert cut_middle("abcdefghij", 4) == "ab[... 6 characters cut ...]ij"
-    assert cut_middle("abcdefghij", 5) == "ab[... 5 characters cut ...]hij"  # odd: the tail gets the extra one
+    # an odd cut: the tail keeps the extra character
+    assert cut_middle("abcdefghij", 5) == "ab[... 5 characters cut ...]hij"
     assert cut_middle("abcdefghij", 10) == "abcdefghij"
     assert cut_middle("abcdefghij", 0) == "abcdefghij"  # 0 keeps everything
     assert cut_middle("", 3) == ""

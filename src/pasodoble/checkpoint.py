@@ -1,15 +1,26 @@
-"""Resumable checkpoints, written atomically, the last K kept.
+"""Resumable checkpoints, written atomically, verified on load, the last K kept.
 
-A checkpoint is a directory ``RUN/checkpoints/step_00000042/`` holding one file per part
-(``proposer.pt``, ``solver.pt``: learner state; ``rng.pt``: Python/NumPy/torch RNG states;
-``state.json``: step counters, diversity history, question buffer, knowledge-sampler position,
-logger offsets) and a ``COMPLETE`` marker. It is first written as ``step_00000042.tmp`` and renamed
-into place only after every file is flushed to disk, so a crash mid-write never leaves a directory
-that looks complete; leftover ``.tmp`` directories are removed by the next save.
+A checkpoint is a directory ``RUN/checkpoints/step_00000042/`` holding the parts of the run's state
+(for training: each learner's files, see ``Learner.save``, and one RNG file per process), a
+``state.json`` (step counters, diversity history, question buffer, knowledge-sampler position, logger
+offsets, and the **sha256 of every other file**) and a ``COMPLETE`` marker. It is first written as
+``step_00000042.tmp`` and renamed into place only after every file is flushed to disk, so a crash
+mid-write never leaves a directory that looks complete; leftover ``.tmp`` directories are removed by
+the next save.
+
+Loading never runs code from the files: everything is tensors or plain data, read with
+``torch.load(..., weights_only=True)`` (RNG states included), and every file's sha256 is checked
+against ``state.json`` first, so bytes changed inside a tensor are caught before they reach a model;
+the error names the file and the previous checkpoint to fall back to.
+
+``save_checkpoint`` (one process: ``begin_checkpoint``, ``torch.save`` of each part,
+``finish_checkpoint``) is what ``pasodoble sft`` uses; the trainer calls the three steps itself,
+with every process writing its share between them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -22,8 +33,9 @@ import torch
 
 from pasodoble.errors import UserError
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 _MARKER = "COMPLETE"
+_STATE = "state.json"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,23 +57,49 @@ def _write_bytes_synced(path: Path, data: bytes) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every global RNG a run depends on."""
+    """Every global RNG a process depends on, as tensors and plain data (loadable with weights_only)."""
+    version, mt, gauss = random.getstate()
+    key, np_mt, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss_next": gauss},
+        "numpy": {
+            "key": str(key),
+            "state": torch.from_numpy(np.asarray(np_mt, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss_next"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            npy["key"],
+            npy["state"].numpy().astype(np.uint32),
+            int(npy["pos"]),
+            int(npy["has_gauss"]),
+            float(npy["cached_gaussian"]),
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
@@ -84,32 +122,55 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def save_checkpoint(
-    run_dir: str | Path,
-    step: int,
-    *,
-    tensors: dict[str, Any],
-    state: dict[str, Any],
-    keep: int,
-) -> Path:
-    """Write ``tensors`` (name -> torch-serializable object) and ``state`` (JSON) for ``step`` atomically.
+def checkpoint_files(directory: Path) -> list[str]:
+    """Every file of a checkpoint directory but its state.json and marker, as sorted relative paths."""
+    return sorted(
+        str(p.relative_to(directory))
+        for p in directory.rglob("*")
+        if p.is_file() and p.name not in (_STATE, _MARKER)
+    )
 
-    Returns the final directory. Keeps the newest ``keep`` complete checkpoints.
-    """
+
+def begin_checkpoint(run_dir: str | Path, step: int) -> Path:
+    """Create the empty ``.tmp`` directory of ``step``'s checkpoint (stale ``.tmp`` ones are removed)."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob("*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
-    for name, obj in tensors.items():
-        path = tmp / f"{name}.pt"
-        with open(path, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-    payload = {"format": CHECKPOINT_FORMAT, "step": step, "parts": sorted(tensors), "state": state}
-    _write_bytes_synced(tmp / "state.json", json.dumps(payload).encode())
+    return tmp
+
+
+def finish_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    state: dict[str, Any],
+    keep: int,
+    parts: list[str] | None = None,
+    hashes: dict[str, str] | None = None,
+) -> Path:
+    """Seal ``step``'s ``.tmp`` directory: state.json with every file's sha256, the marker, the rename.
+
+    ``hashes`` (relative path -> sha256) may be computed by several processes beforehand; files it
+    does not cover are hashed here. ``parts`` names the ``NAME.pt`` files ``load_checkpoint`` returns.
+    Keeps the newest ``keep`` complete checkpoints; returns the final directory.
+    """
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    hashes = dict(hashes or {})
+    for rel in checkpoint_files(tmp):
+        if rel not in hashes:
+            hashes[rel] = sha256_file(tmp / rel)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "parts": sorted(parts or []),
+        "files": dict(sorted(hashes.items())),
+        "state": state,
+    }
+    _write_bytes_synced(tmp / _STATE, json.dumps(payload).encode())
     _write_bytes_synced(tmp / _MARKER, b"ok\n")
     _fsync_dir(tmp)
     if final.exists():
@@ -121,35 +182,101 @@ def save_checkpoint(
     return final
 
 
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    tensors: dict[str, Any],
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write ``tensors`` (name -> tensors and plain data) and ``state`` (JSON) for ``step`` atomically.
+
+    One process. Returns the final directory. Keeps the newest ``keep`` complete checkpoints.
+    """
+    tmp = begin_checkpoint(run_dir, step)
+    for name, obj in tensors.items():
+        with open(tmp / f"{name}.pt", "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return finish_checkpoint(run_dir, step, state=state, keep=keep, parts=list(tensors))
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a checkpoint directory: (tensors by name, state). Any damage is a UserError naming the file."""
+def _fallback_hint(path: Path) -> str:
+    earlier = [p for p in list_checkpoints(path.parent.parent) if p.name < path.name]
+    if earlier:
+        return (
+            f"; fall back to the previous checkpoint {earlier[-1]} by moving {path} out of "
+            f"{path.parent} (then resume again)"
+        )
+    return "; no earlier checkpoint is left to fall back to"
+
+
+def read_checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's state.json payload, checked for completeness and format (no file verified)."""
     path = Path(path)
     if not (path / _MARKER).exists():
         raise UserError(f"checkpoint {path} is incomplete (no {_MARKER} marker); pick an earlier checkpoint")
-    state_file = path / "state.json"
+    state_file = path / _STATE
     try:
         payload = json.loads(state_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(
             f"checkpoint file {state_file} is unreadable or corrupt ({exc.__class__.__name__})"
+            + _fallback_hint(path)
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else "?"
         raise UserError(
-            f"checkpoint file {state_file} has format {payload.get('format') if isinstance(payload, dict) else '?'}, "
-            f"this version reads format {CHECKPOINT_FORMAT}"
+            f"checkpoint file {state_file} has format {found}, this version reads format "
+            f"{CHECKPOINT_FORMAT} (checkpoints of earlier versions cannot be resumed; start a new run)"
         )
+    return payload
+
+
+def verify_checkpoint(path: str | Path, files: list[str] | None = None) -> None:
+    """Check ``files`` (default: all) of a checkpoint against the sha256 recorded in its state.json.
+
+    Raises ``UserError`` naming the first missing, extra-damaged or modified file and the previous
+    checkpoint to fall back to.
+    """
+    path = Path(path)
+    recorded = read_checkpoint_state(path)["files"]
+    for rel in recorded if files is None else files:
+        file = path / rel
+        if not file.is_file():
+            raise UserError(f"checkpoint file {file} is missing" + _fallback_hint(path))
+        if sha256_file(file) != recorded[rel]:
+            raise UserError(
+                f"checkpoint file {file} does not match the sha256 recorded in {path / _STATE} "
+                "(damaged or modified)" + _fallback_hint(path)
+            )
+
+
+def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint directory: (its ``parts`` by name, state). Any damage is a UserError naming the file.
+
+    Files are verified against their sha256 first (``verify=False`` skips that when the caller has
+    verified them already); parts are read with ``weights_only=True``.
+    """
+    path = Path(path)
+    payload = read_checkpoint_state(path)
+    if verify:
+        verify_checkpoint(path)
     tensors: dict[str, Any] = {}
     for name in payload.get("parts", []):
         file = path / f"{name}.pt"
         try:
-            tensors[name] = torch.load(file, map_location="cpu", weights_only=False)
+            tensors[name] = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
             raise UserError(
-                f"checkpoint file {file} is unreadable or corrupt ({exc.__class__.__name__})"
+                f"checkpoint file {file} is unreadable or corrupt ({exc.__class__.__name__}: "
+                f"{str(exc)[:120]})" + _fallback_hint(path)
             ) from None
     return tensors, payload["state"]

@@ -45,8 +45,11 @@ class ModelConfig:
     tokenizer: str | None = _f(None, "Tokenizer name or directory; null uses the model's own tokenizer.")
     dtype: str = _f(
         "float32",
-        "Parameter dtype for training and generation. bfloat16 halves memory on GPUs; keep float32 on CPU.",
-        choices=("float32", "bfloat16", "float16"),
+        "Compute dtype of training and generation. Master weights and AdamW state are always float32 "
+        "(a bfloat16 weight cannot register an update of lr 1e-6); bfloat16 runs the forward in bfloat16 "
+        "(autocast, or FSDP2's mixed-precision policy) and serves generation engines bfloat16 copies. "
+        "Use bfloat16 on GPUs, float32 on CPU.",
+        choices=("float32", "bfloat16"),
     )
     gradient_checkpointing: bool = _f(
         False, "Recompute activations in the backward pass: less memory, about 30% more compute."
@@ -169,10 +172,12 @@ class DistributedConfig:
 
     strategy: str = _f(
         "fsdp2",
-        "How each role's learner is sharded over the learner processes: fsdp2 (weights, gradients and "
-        "optimizer state sharded), ddp (replicated), deepspeed_zero2 (gradients + optimizer sharded), "
-        "deepspeed_zero3 (everything sharded; deepspeed extra). Only matters with > 1 GPU process.",
-        choices=("fsdp2", "ddp", "deepspeed_zero2", "deepspeed_zero3"),
+        "How each role's learner is spread over the learner processes launched by torchrun (GPU or CPU): "
+        "fsdp2 (float32 weights, gradients and optimizer state sharded; torch fully_shard per decoder "
+        "layer), ddp (replicated), deepspeed_zero2 (gradients and optimizer state sharded; deepspeed "
+        "extra). A single process started without torchrun trains unsharded; the strategy in use is "
+        "printed at start.",
+        choices=("fsdp2", "ddp", "deepspeed_zero2"),
     )
     num_nodes: int = _f(1, "Machines in the job; each runs one process per entry of learner_devices.")
     gpus_per_node: int | None = _f(

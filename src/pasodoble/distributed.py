@@ -48,6 +48,12 @@ def gather_list(items: list[T]) -> list[T]:
     return [x for part in out for x in part]
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (no-op in one process)."""
+    if _active():
+        tdist.barrier()
+
+
 def broadcast(obj: T) -> T:
     """The main process's ``obj`` on every rank."""
     if not _active():

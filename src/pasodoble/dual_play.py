@@ -118,7 +118,9 @@ class DualPlay:
             n=1,
             seed=_seed(self.cfg.run.seed, step, _ROLE_IDS[role.name], dist.rank()),
         )
-        local = [group[0] for group in role.backend.generate(flat[lo:hi], params)] if hi > lo else []
+        # Called on every rank, even with nothing to generate: a backend may take part in collectives
+        # (a sharded model's weights gathered for generation) and must return [] for no prompts.
+        local = [group[0] for group in role.backend.generate(flat[lo:hi], params)]
         gathered = dist.gather_list(local)
         return [gathered[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -233,7 +235,13 @@ class DualPlay:
             lambda: self._score_proposals(step, proposals, attempts, attempted, parsed)
         )
         t3 = time.perf_counter()
-        timing = {"time/generate_proposer": t1 - t0, "time/generate_solver": t2 - t1, "time/grade": t3 - t2}
+        timing = {
+            "time/generate_proposer": t1 - t0,
+            "time/generate_solver": t2 - t1,
+            "time/grade": t3 - t2,
+            # weights loaded lazily into generation engines before these generations
+            "time/weight_sync": _pending_sync(self.proposer) + _pending_sync(self.solver),
+        }
         return scores, snippet_id, prompt_ids, proposals, parsed, attempted, attempts, timing
 
     @property
@@ -278,10 +286,10 @@ class DualPlay:
                 _prefixed("solver", self.solver.learner.update(self.solver.learner.shard(solver_samples)))
             )
             t2 = time.perf_counter()
-            self.proposer.backend.sync_weights(self.proposer.learner.unwrapped_model)
-            self.solver.backend.sync_weights(self.solver.learner.unwrapped_model)
+            sync = _sync(self.proposer) + _sync(self.solver)
             result.trained = True
             timing.update({"time/update_proposer": t1 - t0, "time/update_solver": t2 - t1})
+            timing["time/weight_sync"] = timing.get("time/weight_sync", 0.0) + sync
         result.metrics.update(timing)
         result.metrics.update(self._question_metrics(scores, trainable if result.trained else []))
         result.rollouts = self._rollout_records(
@@ -312,9 +320,10 @@ class DualPlay:
             result.metrics.update(
                 _prefixed("proposer", self.proposer.learner.update(self.proposer.learner.shard(samples)))
             )
-            self.proposer.backend.sync_weights(self.proposer.learner.unwrapped_model)
+            t1 = time.perf_counter()
+            timing["time/weight_sync"] = timing.get("time/weight_sync", 0.0) + _sync(self.proposer)
             result.trained = True
-            timing["time/update_proposer"] = time.perf_counter() - t0
+            timing["time/update_proposer"] = t1 - t0
         result.metrics.update(timing)
         result.metrics.update(self._question_metrics(scores, []))
         result.metrics["buffer/admitted"] = admitted
@@ -344,6 +353,7 @@ class DualPlay:
         prompts = [self._solver_prompt(e.problem) for e in entries]
         attempts = self._generate(self.solver, prompts, self.solver_group, step)
         t1 = time.perf_counter()
+        weight_sync = _pending_sync(self.solver)
 
         def score():
             verdicts = self._grade(attempts, [e.answer for e in entries])
@@ -368,18 +378,21 @@ class DualPlay:
         if not trainable:
             # The reference code loops forever here; we skip this batch and carry on with the phase.
             result.skipped = "no_trainable_question"
+            t3 = time.perf_counter()
         else:
             samples = [s for i in trainable for s in self._solver_samples(attempts[i], scored[i][1])]
             result.metrics.update(
                 _prefixed("solver", self.solver.learner.update(self.solver.learner.shard(samples)))
             )
-            self.solver.backend.sync_weights(self.solver.learner.unwrapped_model)
+            t3 = time.perf_counter()
+            weight_sync += _sync(self.solver)
             result.trained = True
         result.metrics.update(
             {
                 "time/generate_solver": t1 - t0,
                 "time/grade": t2 - t1,
-                "time/update_solver": time.perf_counter() - t2,
+                "time/update_solver": t3 - t2,
+                "time/weight_sync": weight_sync,
                 "solver/pass_rate": float(np.mean([p for p, _, _ in scored])),
                 "solver/trainable_questions": len(trainable),
             }
@@ -486,6 +499,19 @@ class DualPlay:
                 }
             )
         return records
+
+
+def _sync(role: Role) -> float:
+    """Give the role's generator the updated weights (every process); return the seconds it took."""
+    started = time.perf_counter()
+    role.backend.sync_weights(role.learner.unwrapped_model)
+    return time.perf_counter() - started + _pending_sync(role)
+
+
+def _pending_sync(role: Role) -> float:
+    """Seconds a backend spent loading weights lazily since last asked (0 for backends that do not)."""
+    pop = getattr(role.backend, "pop_sync_seconds", None)
+    return float(pop()) if pop is not None else 0.0
 
 
 def _train_sample(c: Completion, advantage: float) -> TrainSample:

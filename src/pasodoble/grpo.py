@@ -120,7 +120,8 @@ def selective_logprobs(
 
     Computed as ``gathered logit - logsumexp(logits)`` per chunk of ``chunk_rows`` sequences, so no
     full-vocabulary softmax of the whole batch is ever materialized. ``with_entropy`` also returns
-    the per-token entropy of the same distribution (no gradient).
+    the per-token entropy of the same distribution (no gradient), one sequence at a time: its two
+    float32 buffers (the softmax and its product with the logits) are ``[T, V]``, whatever the batch.
     """
     logps, ents = [], []
     for start in range(0, logits_BTV.shape[0], chunk_rows):
@@ -130,8 +131,9 @@ def selective_logprobs(
         logps.append(chunk_BTV.gather(-1, tgt_BT.unsqueeze(-1)).squeeze(-1) - lse_BT)
         if with_entropy:
             with torch.no_grad():
-                p_BTV = torch.softmax(chunk_BTV, dim=-1)
-                ents.append(lse_BT.detach() - (p_BTV * chunk_BTV).sum(-1))
+                for row_TV, lse_T in zip(chunk_BTV.detach(), lse_BT.detach(), strict=True):
+                    p_TV = torch.softmax(row_TV, dim=-1)
+                    ents.append((lse_T - (p_TV * row_TV).sum(-1)).unsqueeze(0))
     return torch.cat(logps), (torch.cat(ents) if with_entropy else None)
 
 

@@ -8,8 +8,13 @@ whole logical batch summed over all processes, so that accumulation and data par
 the single-process full-batch gradient (see ``docs/learner.md``).
 
 The same code runs single-process on CPU, data-parallel under ``torchrun`` (DDP; the gradient
-all-reduce averages over ranks, so each rank's loss is multiplied by the world size), and under FSDP
-or DeepSpeed as configured in the ``Accelerator`` the caller passes in.
+all-reduce averages over ranks, so each rank's loss is multiplied by the world size), sharded with
+FSDP2 (applied here, ``parallel.shard_model``; CPU and GPU alike) or under DeepSpeed ZeRO-2 as
+configured in the ``Accelerator`` the caller passes in.
+
+Precision: master weights and AdamW state are float32 whatever the compute dtype (16-bit parameters
+are upcast when the learner is built); ``Parallelism.compute_dtype`` is what the forward computes in
+(``parallel.py`` says how each strategy realizes it).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from transformers import get_scheduler
 
 from pasodoble.config import GRPOConfig, RoleConfig
 from pasodoble.grpo import completion_logprobs, pack_sequences, policy_loss
+from pasodoble.parallel import Parallelism, shard_model, upcast_master
 
 
 @dataclass
@@ -44,6 +50,8 @@ class TrainSample:
     old_logprobs: list[float] | None = None
     truncated: bool = False
 
+
+LEARNER_FORMAT = 2  # the layout of R.pt (see Learner.save)
 
 _WEIGHTED_METRICS = ("clip_frac", "clip_frac_low", "clip_frac_high", "ratio_mean", "kl", "entropy")
 
@@ -63,7 +71,9 @@ class Learner:
         total_steps: optimizer steps of the run, needed by the cosine schedule.
         ref_model: frozen reference policy for ``beta > 0`` (default: a copy of ``model`` as given).
         gradient_checkpointing: recompute activations in backward (less memory, more compute).
-        compute_entropy: report the mean token entropy (one extra softmax per chunk, no gradient).
+        compute_entropy: report the mean token entropy (one extra softmax per row, no gradient).
+        parallelism: strategy and compute dtype (``parallel.build_accelerator`` returns it with the
+            accelerator); default: what ``accelerator`` implies (one process, DDP or DeepSpeed), float32.
     """
 
     def __init__(
@@ -81,6 +91,7 @@ class Learner:
         ref_model: torch.nn.Module | None = None,
         gradient_checkpointing: bool = False,
         compute_entropy: bool = True,
+        parallelism: Parallelism | None = None,
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"{role}: temperature must be > 0; got {temperature}")
@@ -94,24 +105,35 @@ class Learner:
         self.accelerator = (
             accelerator if accelerator is not None else Accelerator(cpu=not torch.cuda.is_available())
         )
+        self.parallelism = parallelism if parallelism is not None else _implied(self.accelerator)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError(f"{role}: the tokenizer has neither a pad nor an eos token")
         self.pad_token_id = int(pad)
         self.step = 0
+        self._fsdp = self.parallelism.strategy == "fsdp2"
+        self._deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        if self._fsdp and self._deepspeed:
+            raise ValueError(f"{role}: an FSDP2 layout with a DeepSpeed accelerator")
 
+        upcast_master(model)
+        device = self.accelerator.device
         self.ref_model = None
         if grpo_cfg.beta > 0:
+            # Frozen: held in the compute dtype, whole on every process (its forward issues no collective).
             ref = ref_model if ref_model is not None else copy.deepcopy(model)
             ref.requires_grad_(False)
-            self.ref_model = ref.eval().to(self.accelerator.device)
+            self.ref_model = ref.eval().to(device=device, dtype=self.parallelism.compute_dtype)
 
         if gradient_checkpointing:
+            # The only activation checkpointing applied (FSDP2 here adds none of its own).
             ckpt_kwargs = {"use_reentrant": False}
             if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs)
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
+        if self._fsdp:
+            shard_model(model, self.parallelism, device)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=role_cfg.learning_rate,
@@ -133,7 +155,6 @@ class Learner:
         # Under DeepSpeed the engine makes the optimizer step, clipping included: this learner marks
         # the accumulation boundary itself (one engine.step() per optimizer step), so DeepSpeed's own
         # accumulation must stay 1; the clip norm is this role's (read when prepare() builds the engine).
-        self._deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
         if self._deepspeed:
             ds_config = self.accelerator.state.deepspeed_plugin.deepspeed_config
             if ds_config.get("gradient_accumulation_steps", 1) not in (1, "auto"):
@@ -144,8 +165,12 @@ class Learner:
             ds_config["gradient_clipping"] = float(role_cfg.max_grad_norm)
             if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
                 ds_config["train_micro_batch_size_per_gpu"] = role_cfg.micro_batch_size
-        # The scheduler is not prepared: accelerate would step it once per process.
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # The scheduler is not prepared: accelerate would step it once per process. Under FSDP2 the
+        # model is already sharded in place and the optimizer holds its DTensor shards: nothing to wrap.
+        if self._fsdp:
+            self.model, self.optimizer = model, optimizer
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.model.train()
 
     # ----------------------------------------------------------------------------------------------
@@ -168,27 +193,42 @@ class Learner:
     def logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
         """Per-token log-probabilities of each sample's completion under the current policy.
 
-        Under FSDP every rank must call this with the same number of micro-batches.
+        Under FSDP2 every process must call this (with its own samples, possibly none): the sharded
+        forward is a collective, so processes with fewer micro-batches run zero-length extra passes.
         """
         # Without gradients no all-reduce is needed: use the bare model (a DDP forward may broadcast
-        # buffers, a collective that ranks with different batch sizes would not match). FSDP shards
-        # the parameters, so there the wrapped model (and equal call counts on all ranks) is needed.
-        fsdp = self.accelerator.distributed_type == DistributedType.FSDP
-        model = self.model if fsdp else self.unwrapped_model
+        # buffers, a collective that ranks with different batch sizes would not match). FSDP2 shards
+        # the parameters, so there the sharded model (and equal call counts on all ranks) is needed.
+        model = self.model if self._fsdp else self.unwrapped_model
         out: list[list[float]] = []
         mbs = self.role_cfg.micro_batch_size
-        for start in range(0, len(samples), mbs):
-            micro = samples[start : start + mbs]
+        n_micro = self._max_micro_batches(len(samples)) if self._fsdp else math.ceil(len(samples) / mbs)
+        for j in range(n_micro):
+            micro = samples[j * mbs : (j + 1) * mbs]
+            if not micro:  # keeps this rank's collectives in step with the others'
+                self._forward(model, self._filler(), with_entropy=False)
+                continue
             logps_BT, _ = self._forward(model, micro, with_entropy=False)
             for i, s in enumerate(micro):
                 out.append(logps_BT[i, : len(s.completion_ids)].float().tolist())
         return out
 
+    def _max_micro_batches(self, n_samples: int) -> int:
+        """The largest micro-batch count over all processes (a collective)."""
+        acc = self.accelerator
+        n_micro = torch.tensor([math.ceil(n_samples / self.role_cfg.micro_batch_size)], device=acc.device)
+        return int(acc.reduce(n_micro, reduction="max").item()) if acc.num_processes > 1 else int(n_micro)
+
+    def _filler(self) -> list[TrainSample]:
+        """A one-token sample for the zero-weight passes of a process that ran out of micro-batches."""
+        return [TrainSample([self.pad_token_id], [self.pad_token_id], 0.0)]
+
     def _forward(self, model, micro: list[TrainSample], *, with_entropy: bool):
         batch = pack_sequences(
             [s.prompt_ids for s in micro], [s.completion_ids for s in micro], self.pad_token_id
         ).to(self.accelerator.device)
-        return completion_logprobs(model, batch, self.temperature, with_entropy=with_entropy)
+        with self.parallelism.autocast(self.accelerator.device):
+            return completion_logprobs(model, batch, self.temperature, with_entropy=with_entropy)
 
     # ----------------------------------------------------------------------------------------------
     # Update
@@ -252,8 +292,7 @@ class Learner:
         )
         glob = acc.reduce(local, reduction="sum") if acc.num_processes > 1 else local
         n_seq, n_tok, n_comp_tok, n_trunc, adv_sum = glob.tolist()
-        n_micro = torch.tensor([math.ceil(len(samples) / mbs)], device=device)
-        n_micro = int(acc.reduce(n_micro, reduction="max").item()) if acc.num_processes > 1 else int(n_micro)
+        n_micro = self._max_micro_batches(len(samples))
         scale = float(acc.num_processes)  # DDP/FSDP average gradients over ranks; undo it.
 
         sums = {key: torch.zeros((), device=device, dtype=torch.float64) for key in _WEIGHTED_METRICS}
@@ -263,9 +302,11 @@ class Learner:
             micro = samples[j * mbs : (j + 1) * mbs]
             weight = 1.0
             if not micro:  # this rank has fewer micro-batches: a zero-weight pass keeps collectives in step
-                micro, weight = samples[:1], 0.0
+                micro, weight = (samples[:1] or self._filler()), 0.0
             sync = j == n_micro - 1
-            ctx = contextlib.nullcontext() if sync else acc.no_sync(self.model)
+            # FSDP2 reduce-scatters every micro-batch, so its gradients stay sharded (no_sync would
+            # accumulate unsharded ones, 4 bytes per parameter); DDP all-reduces once, at the end.
+            ctx = contextlib.nullcontext() if sync or self._fsdp else acc.no_sync(self.model)
             if self._deepspeed:
                 self.model.set_gradient_accumulation_boundary(sync)
             with ctx:
@@ -287,7 +328,11 @@ class Learner:
             grad_norm = self.model.get_global_grad_norm()  # before clipping
         else:
             max_norm = self.role_cfg.max_grad_norm if self.role_cfg.max_grad_norm > 0 else float("inf")
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+            if self._fsdp:  # the norm of DTensor gradients is a DTensor: the global norm, replicated
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+                grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+            else:
+                grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -365,11 +410,19 @@ class Learner:
     # State
 
     def state_dict(self) -> dict:
-        """Model, optimizer, scheduler and step: everything an exact resume needs.
+        """Model, optimizer, scheduler and step: everything an exact resume needs (unsharded layouts).
 
         Tensors are live references: ``torch.save`` the result (or deep-copy it) before the next update.
+        Sharded (FSDP2) and DeepSpeed learners have no in-memory full state: use ``save``/``load``.
         """
+        if self._fsdp or self._deepspeed:
+            raise RuntimeError(
+                f"{self.role}: state_dict() holds full tensors; a {self.parallelism.strategy} learner "
+                "saves its sharded state with save(directory)"
+            )
         return {
+            "format": LEARNER_FORMAT,
+            "layout": self.parallelism.strategy,
             "role": self.role,
             "step": self.step,
             "model": self.accelerator.get_state_dict(self.model),
@@ -384,14 +437,119 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
 
+    def save(self, directory: str | Path) -> None:
+        """Write this role's resumable state into ``directory``; every process calls it.
+
+        Files (``R`` = the role): ``R.pt``, written by the main process and readable with
+        ``torch.load(..., weights_only=True)``: step, scheduler and, for one process or DDP, the float32
+        model and the optimizer state (``state_dict()``). FSDP2 adds ``R.dcp/``, a
+        ``torch.distributed.checkpoint`` directory of the sharded model and optimizer written by every
+        process; DeepSpeed adds ``R.deepspeed/``, the engine's own checkpoint.
+        """
+        directory = Path(directory)
+        acc = self.accelerator
+        meta = {"format": LEARNER_FORMAT, "layout": self.parallelism.strategy, "role": self.role}
+        if self._fsdp:
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+            # An optimizer that has not stepped has no state; get_optimizer_state_dict would create it
+            # with a fake step (AdamW's step count 1), which a resumed run must not inherit.
+            has_optim = bool(self.optimizer.state)
+            state = {"model": get_model_state_dict(self.model)}
+            if has_optim:
+                state["optimizer"] = get_optimizer_state_dict(self.model, self.optimizer)
+            dcp.save(state, checkpoint_id=str(directory / f"{self.role}.dcp"))
+            meta["optimizer_state"] = has_optim
+            payload = {**meta, "step": self.step, "scheduler": self.scheduler.state_dict()}
+        elif self._deepspeed:
+            self.model.save_checkpoint(
+                str(directory),
+                tag=f"{self.role}.deepspeed",
+                save_latest=False,
+                exclude_frozen_parameters=False,
+            )
+            payload = {**meta, "step": self.step, "scheduler": self.scheduler.state_dict()}
+        else:
+            payload = self.state_dict()
+        if acc.is_main_process:
+            with open(directory / f"{self.role}.pt", "wb") as fh:
+                torch.save(payload, fh)
+        acc.wait_for_everyone()
+
+    def load(self, directory: str | Path) -> None:
+        """Restore what ``save`` wrote (every process calls it); the next ``update`` continues bit for bit.
+
+        Raises ``ValueError`` when the files were written under another strategy.
+        """
+        directory = Path(directory)
+        payload = torch.load(directory / f"{self.role}.pt", map_location="cpu", weights_only=True)
+        layout = payload.get("layout", "none")
+        same = {layout, self.parallelism.strategy} <= {"none", "ddp"} or layout == self.parallelism.strategy
+        if not same:
+            raise ValueError(
+                f"{self.role}: the checkpoint was written with distributed.strategy={layout} and this run "
+                f"uses {self.parallelism.strategy}; resume with the strategy it was written with"
+            )
+        if self._fsdp:
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import (
+                get_model_state_dict,
+                get_optimizer_state_dict,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            state = {"model": get_model_state_dict(self.model)}
+            if payload.get("optimizer_state"):
+                state["optimizer"] = get_optimizer_state_dict(self.model, self.optimizer)
+            dcp.load(state, checkpoint_id=str(directory / f"{self.role}.dcp"))
+            set_model_state_dict(self.model, state["model"])
+            if "optimizer" in state:
+                set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
+        elif self._deepspeed:
+            path, _ = self.model.load_checkpoint(
+                str(directory),
+                tag=f"{self.role}.deepspeed",
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+            )
+            if path is None:
+                raise ValueError(f"{self.role}: no DeepSpeed checkpoint in {directory}")
+        else:
+            self.unwrapped_model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.step = int(payload["step"])
+        self.accelerator.wait_for_everyone()
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The float32 model weights, whole, on the main process ({} elsewhere); every process calls it."""
+        if self._fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_model_state_dict(self.model, options=opts)
+        return self.accelerator.get_state_dict(self.model)
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write a Hugging Face model directory (weights, config, tokenizer) from the main process."""
-        state = self.accelerator.get_state_dict(self.model)
+        state = self.full_state_dict()
         if self.accelerator.is_main_process:
             Path(directory).mkdir(parents=True, exist_ok=True)
             self.unwrapped_model.save_pretrained(directory, state_dict=state)
             self.tokenizer.save_pretrained(directory)
         self.accelerator.wait_for_everyone()
+
+
+def _implied(accelerator: Accelerator) -> Parallelism:
+    """The layout an accelerator alone implies: one process or DDP in float32, or DeepSpeed ZeRO-2."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+        return Parallelism("deepspeed_zero2", dtype, accelerator.num_processes)
+    if accelerator.num_processes > 1:
+        return Parallelism("ddp", torch.float32, accelerator.num_processes)
+    return Parallelism()
 
 
 def _split(items: list, parts: int) -> list[list]:

@@ -68,7 +68,12 @@ def prepare_tokenizer(tokenizer):
 
 
 def load_model_and_tokenizer(
-    name_or_path: str, model_cfg: ModelConfig, *, seed: int = 0, field: str | None = None
+    name_or_path: str,
+    model_cfg: ModelConfig,
+    *,
+    seed: int = 0,
+    dtype: str | None = None,
+    field: str | None = None,
 ):
     """Load (or, for ``'tiny'``, build) the causal LM and its tokenizer.
 
@@ -76,6 +81,8 @@ def load_model_and_tokenizer(
         name_or_path: ``'tiny'``, a local model directory, or a Hugging Face hub name.
         model_cfg: dtype, attention implementation, remote code and tokenizer override.
         seed: initialization seed of the tiny model (ignored for pretrained weights).
+        dtype: load in this dtype instead of ``model_cfg.dtype`` (training passes ``'float32'``: the
+            learner's master weights; ``model.dtype`` is then only the compute dtype).
         field: the config field or option ``name_or_path`` came from (``solver.model_path``,
             ``--model``), named in error messages.
 
@@ -84,7 +91,7 @@ def load_model_and_tokenizer(
             that does not exist or holds no ``config.json``, a corrupt or truncated weight file, or a
             name that cannot be loaded (offline, misspelt, not a causal LM).
     """
-    dtype = torch_dtype(model_cfg.dtype)
+    dtype = torch_dtype(dtype or model_cfg.dtype)
     if name_or_path == "tiny":
         from pasodoble.testing.tiny import build_tiny_model, build_tiny_tokenizer
 

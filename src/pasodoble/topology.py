@@ -614,39 +614,6 @@ def validate_topology(
     return plan
 
 
-def accelerator_kwargs(cfg: Config, *, num_processes: int | None = None) -> dict:
-    """Keyword arguments for ``accelerate.Accelerator`` that realize ``distributed.strategy``.
-
-    Empty for one process or ``ddp`` (accelerate picks DDP under torchrun). ``fsdp2`` gives an FSDP2
-    plugin that wraps each decoder layer and keeps full state dicts for checkpoints; the DeepSpeed
-    strategies give a ``DeepSpeedPlugin`` whose gradient accumulation is 1 and clipping is off (the
-    learner accumulates micro-batches and clips itself).
-    """
-    n = num_processes if num_processes is not None else int(os.environ.get("WORLD_SIZE", "1"))
-    strategy = cfg.distributed.strategy
-    if strategy.startswith("deepspeed"):
-        from accelerate.utils import DeepSpeedPlugin
-
-        return {
-            "deepspeed_plugin": DeepSpeedPlugin(
-                zero_stage=int(strategy[-1]), gradient_accumulation_steps=1, gradient_clipping=0.0
-            )
-        }
-    if n <= 1 or strategy == "ddp":
-        return {}
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
-    return {
-        "fsdp_plugin": FullyShardedDataParallelPlugin(
-            fsdp_version=2,
-            auto_wrap_policy="transformer_based_wrap",
-            reshard_after_forward=True,
-            state_dict_type="FULL_STATE_DICT",
-            activation_checkpointing=cfg.model.gradient_checkpointing,
-        )
-    }
-
-
 # --------------------------------------------------------------------------------------------------
 # Time model (docs/scaling.md): estimates from published hardware figures, not measurements.
 

@@ -3,17 +3,19 @@
 ``run_training(cfg)`` starts a run in ``cfg.run.out_dir``; ``resume_training(run_dir)`` continues the
 run from its newest complete checkpoint, restoring everything the run depends on (both learners,
 RNG states, step and skip counters, diversity history, question buffer, knowledge position, log
-offsets), so that a resumed run is bitwise identical to an uninterrupted one. SIGINT/SIGTERM finish
-the current step, write a checkpoint and return normally.
+offsets), so that a resumed run is bitwise identical to an uninterrupted one. A first SIGINT/SIGTERM
+finishes the current step, writes a checkpoint and returns normally; a second Ctrl-C aborts at once.
+A run holds a lock on its directory (``rundir.RunLock``) from start to end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
-import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,25 @@ import yaml
 from tqdm.auto import tqdm
 
 from pasodoble import distributed as dist
-from pasodoble.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from pasodoble.config import Config, apply_overrides, config_from_dict, save_config
+from pasodoble.checkpoint import (
+    begin_checkpoint,
+    checkpoint_files,
+    finish_checkpoint,
+    latest_checkpoint,
+    read_checkpoint_state,
+    rng_state,
+    set_rng_state,
+    sha256_file,
+    verify_checkpoint,
+)
+from pasodoble.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    parse_overrides,
+    save_config,
+)
 from pasodoble.diversity import DiversityHistory
 from pasodoble.dual_play import DualPlay, Role, StepResult
 from pasodoble.errors import UserError
@@ -34,9 +53,11 @@ from pasodoble.knowledge import KnowledgeBase
 from pasodoble.learner import Learner
 from pasodoble.metrics import RunLogger
 from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
+from pasodoble.parallel import GenerationReplica, ReplicaBackend, build_accelerator
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rollout import make_backend
-from pasodoble.topology import accelerator_kwargs, validate_topology
+from pasodoble.rundir import LOCK, RunLock, check_out_dir, clear_run_dir, mark_run_dir
+from pasodoble.topology import check_shared_filesystem, validate_topology
 from pasodoble.verify import Grader
 
 
@@ -83,17 +104,19 @@ class Trainer:
         self.backend_factory = backend_factory
         self.run_dir = run_dir
         self._stop_signal: int | None = None
+        self._replica: GenerationReplica | None = None
         validate_topology(cfg)  # placement, batch sizes and memory: refuse before anything loads
         seed_everything(cfg.run.seed)
-        from accelerate import Accelerator
-
         cpu = cfg.run.device == "cpu" or (cfg.run.device == "auto" and not torch.cuda.is_available())
-        # distributed.strategy (FSDP2 / DeepSpeed) applies on GPUs; CPU data parallelism is plain DDP (gloo).
-        self.accelerator = Accelerator(cpu=cpu, **({} if cpu else accelerator_kwargs(cfg)))
+        self.accelerator, self.parallelism = build_accelerator(cfg, cpu=cpu)
+        self.lock = None
         if dist.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
+            self.lock = RunLock(run_dir).acquire()
+            mark_run_dir(run_dir)
             if not resume:
                 save_config(cfg, run_dir / "config.yaml")
+        check_shared_filesystem(run_dir)  # several processes (nodes) must all see run.out_dir
         self.engine = self._build()
         self._eval_benchmarks: list | None = None
         self.counters = Counters()
@@ -115,9 +138,20 @@ class Trainer:
         cfg = self.cfg
         role_cfg = getattr(cfg, name)
         path = role_cfg.model_path or cfg.model.name_or_path
-        model, tokenizer = load_model_and_tokenizer(path, cfg.model, seed=cfg.run.seed)
+        # float32 master weights; model.dtype is the compute dtype (parallel.py)
+        field = f"{name}.model_path" if role_cfg.model_path else "model.name_or_path"
+        model, tokenizer = load_model_and_tokenizer(
+            path, cfg.model, seed=cfg.run.seed, dtype="float32", field=field
+        )
         if not tokenizer_holder:
             tokenizer_holder.append(tokenizer)
+        par = self.parallelism
+        replica = None
+        if par.sharded and self.backend_factory is None and cfg.rollout.backend != "vllm":
+            # decode loops cannot run through sharded modules: one full replica per process, both roles
+            if self._replica is None:
+                self._replica = GenerationReplica(model, par.compute_dtype, self.accelerator.device)
+            replica = self._replica
         temperature = role_cfg.temperature if role_cfg.temperature is not None else cfg.rollout.temperature
         max_new = (
             role_cfg.max_new_tokens if role_cfg.max_new_tokens is not None else cfg.rollout.max_new_tokens
@@ -133,18 +167,21 @@ class Trainer:
             max_new_tokens=max_new,
             total_steps=self._optimizer_steps(name),
             gradient_checkpointing=cfg.model.gradient_checkpointing,
+            parallelism=par,
         )
         if self.backend_factory is not None:
             backend = self.backend_factory(name, learner.unwrapped_model, tokenizer)
         else:
             backend = make_backend(
                 cfg.rollout.backend,
-                learner.unwrapped_model,
+                replica.model if replica is not None else learner.unwrapped_model,
                 tokenizer,
                 generation_batch_size=cfg.rollout.generation_batch_size,
                 role=name,
                 config=cfg,
             )
+            if replica is not None:
+                backend = ReplicaBackend(name, backend, replica, learner.unwrapped_model)
         return Role(name, learner, backend, temperature, max_new)
 
     def _optimizer_steps(self, name: str) -> int:
@@ -178,37 +215,48 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save(self) -> Path | None:
+    def save(self) -> Path:
+        """Write a checkpoint of the current step; every process takes part (see checkpoint.py)."""
         e = self.engine
-        proposer_state = e.proposer.learner.state_dict()
-        solver_state = e.solver.learner.state_dict()
-        if not dist.is_main():
-            return None
-        state = {
-            "counters": vars(self.counters),
-            "diversity": e.diversity.state_dict(),
-            "buffer": e.buffer.state_dict(),
-            "knowledge": e.knowledge.state_dict(),
-            "logger": self.logger.state(),
-        }
-        return save_checkpoint(
-            self.run_dir,
-            self.counters.step,
-            tensors={"proposer": proposer_state, "solver": solver_state, "rng": rng_state()},
-            state=state,
-            keep=self.cfg.run.keep_checkpoints,
-        )
+        step = self.counters.step
+        tmp = Path(dist.main_then_broadcast(lambda: str(begin_checkpoint(self.run_dir, step))))
+        e.proposer.learner.save(tmp)
+        e.solver.learner.save(tmp)
+        with open(tmp / f"rng.rank{dist.rank()}.pt", "wb") as fh:
+            torch.save(rng_state(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        dist.barrier()
+        # every process hashes a share of the files (a 4 B-parameter checkpoint holds ~64 GB)
+        files = dist.broadcast(checkpoint_files(tmp) if dist.is_main() else None)
+        lo, hi = dist.shard_bounds(len(files))
+        mine = {rel: sha256_file(tmp / rel) for rel in files[lo:hi]}
+        hashes = {rel: h for part in dist.gather_list([mine]) for rel, h in part.items()}
+
+        def finish() -> str:
+            state = {
+                "counters": vars(self.counters),
+                "diversity": e.diversity.state_dict(),
+                "buffer": e.buffer.state_dict(),
+                "knowledge": e.knowledge.state_dict(),
+                "logger": self.logger.state(),
+                "layout": {"strategy": self.parallelism.strategy, "processes": dist.world_size()},
+            }
+            final = finish_checkpoint(
+                self.run_dir, step, state=state, keep=self.cfg.run.keep_checkpoints, hashes=hashes
+            )
+            return str(final)
+
+        return Path(dist.main_then_broadcast(finish))
 
     def restore(self, path: Path) -> None:
-        tensors, state = load_checkpoint(path)
+        dist.main_then_broadcast(lambda: verify_checkpoint(path))  # every file against its sha256
+        state = read_checkpoint_state(path)["state"]
         e = self.engine
-        for name in ("proposer", "solver", "rng"):
-            if name not in tensors:
-                raise UserError(f"checkpoint {path} has no {name}.pt; it was not written by this version")
         try:
-            e.proposer.learner.load_state_dict(tensors["proposer"])
-            e.solver.learner.load_state_dict(tensors["solver"])
-        except (RuntimeError, KeyError, ValueError) as exc:
+            e.proposer.learner.load(path)
+            e.solver.learner.load(path)
+        except (RuntimeError, KeyError, ValueError, FileNotFoundError) as exc:
             raise UserError(
                 f"checkpoint {path} does not fit this run's models ({type(exc).__name__}: {str(exc)[:200]})"
             ) from None
@@ -220,7 +268,10 @@ class Trainer:
         e.knowledge.load_state_dict(state["knowledge"])
         self.logger.restore(state["logger"])
         self._truncate_decisions()
-        set_rng_state(tensors["rng"])
+        rng_file = path / f"rng.rank{dist.rank()}.pt"
+        if not rng_file.is_file():  # resumed on more processes than it was written on
+            rng_file = path / "rng.rank0.pt"
+        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
 
     # ------------------------------------------------------------------ held-out evaluation
 
@@ -230,8 +281,16 @@ class Trainer:
         Uses the Solver's own generator and the run's grader; results go to RUN/eval/step_<8-digit step>/
         in the format of ``pasodoble eval`` (results.json, results.md, samples.jsonl).
         """
+        from pasodoble.rollout.base import SamplingParams
+
+        # Every process first takes part in any pending weight load of the Solver's generator (a
+        # gather under FSDP2, a colocated engine's load); then the main process generates alone.
+        backend = self.engine.solver.backend
+        backend.generate([], SamplingParams(max_new_tokens=1))
         if not dist.is_main():
             return {}
+        local = getattr(backend, "local", None)
+        backend = local() if local is not None else backend
         from pasodoble.eval.benchmarks import load_benchmark
         from pasodoble.eval.runner import BackendGenerator, EvalSettings, run_eval
 
@@ -253,9 +312,10 @@ class Trainer:
             seed=cfg.run.seed,
             limit=e.limit,
             data_dir=e.data_dir,
+            extract=e.extract,
         )
         generator = BackendGenerator(
-            self.engine.solver.backend,
+            backend,
             self.engine.tokenizer,
             few_shot=0,
             temperature=e.temperature,
@@ -266,9 +326,12 @@ class Trainer:
             open_thinking=cfg.rollout.open_thinking,
         )
         out = self.run_dir / "eval" / f"step_{step:08d}"
-        results = run_eval(
-            settings, self._eval_benchmarks, generator, self.engine.grader.grade_batch, out, progress=False
-        )
+        grader = self.engine.grader
+
+        def grade(texts, golds):
+            return grader.grade_batch(texts, golds, extract=e.extract)
+
+        results = run_eval(settings, self._eval_benchmarks, generator, grade, out, progress=False)
         metrics: dict[str, Any] = {"eval/step": step}
         for name, values in results["benchmarks"].items():
             metrics[f"eval/{name}/pass@1"] = values["pass@1"]
@@ -278,7 +341,17 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def _on_signal(self, signum, _frame) -> None:
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C aborts without a checkpoint
         self._stop_signal = signum
+        if dist.is_main():
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            print(
+                f"\npasodoble train: {name}: stopping after this step and writing a checkpoint; "
+                "press Ctrl-C again to abort",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _should_stop(self) -> bool:
         """Stop when any rank got SIGINT/SIGTERM: decided together, so no rank waits alone in a collective."""
@@ -290,6 +363,8 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         total = total_steps(cfg)
+        if cfg.run.progress and dist.is_main():  # printed once everything is built: no silent fallback
+            print(f"pasodoble train: {self.parallelism.describe()}", file=sys.stderr, flush=True)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(
             total=total,
@@ -398,6 +473,83 @@ class Trainer:
         self.logger.close()
         if self.engine.grader is not None:
             self.engine.grader.close()
+        if self.lock is not None:
+            self.lock.release()
+
+
+# Overrides a resumed run accepts: they change how it runs, not what it computes (fnmatch patterns).
+RESUME_OVERRIDES = (
+    "run.max_steps",
+    "run.threads",
+    "run.progress",
+    "run.log_*",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.tensorboard",
+    "run.wandb_*",
+    "run.completion_chars",
+    "run.project",
+    "run.name",
+    "eval.*",
+    "grader.workers",
+    "grader.cache_size",
+    "vllm.*_url",
+    "vllm.*_timeout_s",
+    "distributed.gpus_per_node",
+    "distributed.gpu_memory_gib",
+    "distributed.memory_headroom",
+    "distributed.check_memory",
+)
+
+
+def _flat_keys(nested: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in nested.items():
+        keys.extend(_flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
+    return keys
+
+
+def _get(cfg: Config, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def resume_overrides(cfg: Config, overrides: list[str], reached_step: int) -> list[str]:
+    """Apply ``overrides`` to a resumed run's ``cfg``; return the ``key=value (was old)`` lines applied.
+
+    Raises ``ConfigError`` for an override that would change what the run computes (group sizes,
+    seed, rewards, models, learning rates, ...), for ``run.out_dir``, and for a ``run.max_steps``
+    below the step the run has reached.
+    """
+    import fnmatch
+
+    trial = config_from_dict(cfg.to_dict())
+    apply_overrides(trial, overrides)  # unknown keys and bad values fail here, with their own message
+    keys = _flat_keys(parse_overrides(overrides))
+    changed = [k for k in keys if _get(trial, k) != _get(cfg, k)]
+    if "run.out_dir" in changed:
+        raise ConfigError(
+            "run.out_dir cannot change on --resume: the run directory is the one given to --resume "
+            "(copy the directory to move a run)"
+        )
+    refused = [k for k in changed if not any(fnmatch.fnmatchcase(k, pat) for pat in RESUME_OVERRIDES)]
+    if refused:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(refused)}: it would change what the run computes; start a "
+            "new run for that. On resume only operational fields may change (run.max_steps, run.threads, "
+            "run.progress, run.log_every, run.checkpoint_every, run.keep_checkpoints, trackers, eval.*, "
+            "grader.workers, vllm URLs and timeouts, distributed memory-check fields)"
+        )
+    if total_steps(trial) < reached_step:
+        raise ConfigError(
+            f"run.max_steps={trial.run.max_steps} is below the step this run has already reached "
+            f"({reached_step} steps done); give a run.max_steps that covers it"
+        )
+    applied = [f"{k}={_get(trial, k)!r} (was {_get(cfg, k)!r})" for k in changed]
+    apply_overrides(cfg, overrides)
+    return applied
 
 
 def run_training(
@@ -405,21 +557,28 @@ def run_training(
 ) -> dict[str, Any]:
     """Start a new run in ``cfg.run.out_dir``.
 
-    An existing run there is an error (continue it with --resume) unless ``overwrite``, which deletes
-    it first; a non-empty directory that is not a run directory is never deleted.
+    The directory must be new or empty. ``overwrite`` first deletes an earlier run there, and only
+    what the trainer writes (``rundir.clear_run_dir``); a directory holding anything else is refused.
     """
     run_dir = Path(cfg.run.out_dir)
-    if overwrite and run_dir.exists() and dist.is_main():
-        if not (run_dir / "config.yaml").is_file() and any(run_dir.iterdir()):
+
+    def check() -> None:
+        check_out_dir(run_dir)
+        if overwrite:
+            clear_run_dir(run_dir)
+        if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
+            if latest_checkpoint(run_dir) is not None:
+                raise UserError(
+                    f"{run_dir} already holds a run with checkpoints; continue it with "
+                    f"`pasodoble train --resume {run_dir}`, replace it with --overwrite, or choose "
+                    "another run.out_dir"
+                )
             raise UserError(
-                f"--overwrite refuses to delete {run_dir}: it is not a run directory (no config.yaml)"
+                f"run.out_dir={run_dir} is not empty; choose another run.out_dir, or pass --overwrite to "
+                "replace an earlier run there"
             )
-        shutil.rmtree(run_dir)
-    if latest_checkpoint(run_dir) is not None:
-        raise UserError(
-            f"{run_dir} already holds a run with checkpoints; continue it with "
-            f"`pasodoble train --resume {run_dir}` or choose another run.out_dir"
-        )
+
+    dist.main_then_broadcast(check)
     trainer = Trainer(cfg, run_dir, resume=False, backend_factory=backend_factory, relabel=relabel)
     with contextlib.closing(trainer):
         return trainer.run()
@@ -428,7 +587,10 @@ def run_training(
 def resume_training(
     run_dir: str | Path, overrides: list[str] | None = None, *, backend_factory=None
 ) -> dict[str, Any]:
-    """Continue the run in ``run_dir`` from its newest complete checkpoint."""
+    """Continue the run in ``run_dir`` from its newest complete checkpoint.
+
+    ``overrides`` may change only operational fields (``RESUME_OVERRIDES``); what was applied is printed.
+    """
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
@@ -438,15 +600,17 @@ def resume_training(
     except yaml.YAMLError:
         raise UserError(f"{cfg_path} is not valid YAML") from None
     cfg = config_from_dict(data)
-    if overrides:
-        apply_overrides(cfg, overrides)
-    cfg.run.out_dir = str(run_dir)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"{run_dir} has no complete checkpoint to resume from")
+    reached = int(read_checkpoint_state(ckpt)["state"]["counters"]["step"])
+    applied = resume_overrides(cfg, overrides, reached) if overrides else []
+    if applied and dist.is_main():
+        print(f"pasodoble train --resume: applied {', '.join(applied)}", file=sys.stderr, flush=True)
+    cfg.run.out_dir = str(run_dir)
     trainer = Trainer(cfg, run_dir, resume=True, backend_factory=backend_factory)
     with contextlib.closing(trainer):
         trainer.restore(ckpt)
-        if dist.is_main() and overrides:
+        if dist.is_main() and applied:
             save_config(cfg, run_dir / "config.yaml")
         return trainer.run()

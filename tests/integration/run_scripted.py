@@ -1,6 +1,8 @@
 """Run tiny dual-play with the scripted backend; optionally SIGKILL itself when a step begins.
 
-python run_scripted.py OUT_DIR MODE TOTAL_STEPS CHECKPOINT_EVERY [--kill-at-step S] [--resume]
+python run_scripted.py OUT_DIR MODE TOTAL_STEPS CHECKPOINT_EVERY [--kill-at-step S] [--resume] [key=value ...]
+
+Also under ``torchrun`` (e.g. with ``distributed.strategy=fsdp2 run.device=cpu``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def main() -> None:
     ap.add_argument("every", type=int)
     ap.add_argument("--kill-at-step", type=int)
     ap.add_argument("--resume", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("overrides", nargs="*", help="extra key=value overrides of a new run")
+    args = ap.parse_intermixed_args()
     if args.kill_at_step is not None:
         for name in ("online_step", "proposer_phase_step", "solver_phase_step"):
             original = getattr(DualPlay, name)
@@ -48,6 +51,7 @@ def main() -> None:
         f"run.checkpoint_every={args.every}",
         "run.progress=false",
         "run.seed=3",
+        *args.overrides,
     ]
     if args.resume:
         resume_training(args.out, backend_factory=scripted_factory)

@@ -1,10 +1,10 @@
 """DeepSpeed ZeRO-2 on CPU: ``torchrun --nproc_per_node 2`` learner updates == the plain single-process Learner.
 
-Both runs execute ``deepspeed_worker.py``: three GRPO updates of the tiny float32 model on fixed
+Both runs execute ``strategy_worker.py``: three GRPO updates of the tiny float32 model on fixed
 batches of 24 ``TrainSample``s (dapo loss, so the token normalizer must be global; clipping at 1.0 is
 active, the gradient norms are 1.2-2.6). The plain run accumulates micro-batches of 5 in one process;
 under DeepSpeed each rank takes 12 samples in micro-batches of 4 and the ZeRO-2 engine, built by
-accelerate from ``topology.accelerator_kwargs`` (DeepSpeed's CPU accelerator, gloo), partitions
+accelerate by ``parallel.build_accelerator`` (DeepSpeed's CPU accelerator, gloo), partitions
 gradients and AdamW state over the two ranks.
 
 Tolerance: parameters within 5e-5. Float32 gradients of GRPO nearly cancel (advantages sum to zero per
@@ -40,7 +40,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed"),
 ]
 
-WORKER = Path(__file__).with_name("deepspeed_worker.py")
+WORKER = Path(__file__).with_name("strategy_worker.py")
 
 
 def _free_port() -> int:

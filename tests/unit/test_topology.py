@@ -12,7 +12,6 @@ from pasodoble.topology import (
     Architecture,
     Hardware,
     Placement,
-    accelerator_kwargs,
     activation_bytes,
     count_parameters,
     kv_cache_bytes,
@@ -290,14 +289,6 @@ def test_refuses_colocated_engines_that_crowd_out_learners():
     generating = next(r for r in plan.memory if r.device == "learner GPU while generating (vLLM)")
     assert generating.components["vLLM engine (gpu_memory_utilization)"] == 0.45 * 80 * 2**30
     assert generating.total / 2**30 == pytest.approx(36 + 14.98, abs=0.01)
-
-
-def test_accelerator_kwargs():
-    cfg = load_config(TINY)
-    assert accelerator_kwargs(cfg, num_processes=1) == {}
-    assert "fsdp_plugin" in accelerator_kwargs(cfg, num_processes=4)
-    cfg.distributed.strategy = "ddp"
-    assert accelerator_kwargs(cfg, num_processes=4) == {}
 
 
 def test_time_model_is_monotone_in_hardware():

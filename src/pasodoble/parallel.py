@@ -1,0 +1,244 @@
+"""How the learners are laid out over processes, and in what precision.
+
+Precision (every strategy): **master weights and AdamW state are float32**; ``model.dtype`` is the
+*compute* dtype. At the paper's learning rate of 1e-6 an AdamW step changes a weight by about
+1e-6 of its size, far below bfloat16's resolution (2^-8 = 0.4%): held in bfloat16, 98% of the weights
+did not move at all in one step (measured on an H200, issue 14). So:
+
+- ``none`` (one process) and ``ddp``: the model stays whole in float32 on every process; with
+  ``model.dtype=bfloat16`` the learner's forward runs under ``torch.autocast(bfloat16)`` and the
+  transformers generation backend decodes under the same autocast (the casts are cached per call).
+- ``fsdp2``: torch's ``fully_shard`` on every decoder layer, then on the root, over a 1-D device mesh
+  of all processes, with ``MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=float32)``; float32
+  shards, gradients reduce-scattered after *every* micro-batch so they stay sharded (no ``no_sync``,
+  whose unsharded gradients would cost 4 bytes per parameter). Applied here rather than through
+  accelerate's plugin so that the very same code runs on GPUs (NCCL) and in the CPU tests (gloo).
+  Generation cannot run through sharded modules (decode loops of different lengths would issue
+  different collectives on different ranks), so the transformers backend gets a full replica in the
+  compute dtype (``GenerationReplica``), one per process, refreshed by a gather after updates.
+- ``deepspeed_zero2``: DeepSpeed's engine through accelerate, bf16 engine weights with float32 master
+  weights and moments partitioned over the processes.
+
+``distributed.strategy`` applies when the processes form a ``torch.distributed`` group (``torchrun``);
+a plain single-process run uses ``none`` and says so. ``describe()`` is printed at the start of every
+run, so no fallback is silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from dataclasses import dataclass
+
+import torch
+
+from pasodoble.config import Config
+from pasodoble.errors import UserError
+
+STRATEGIES = ("none", "ddp", "fsdp2", "deepspeed_zero2")
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """The layout a learner runs under (the *effective* strategy, after the launch is known)."""
+
+    strategy: str = "none"
+    compute_dtype: torch.dtype = torch.float32
+    num_processes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}; got {self.strategy!r}")
+
+    @property
+    def sharded(self) -> bool:
+        """Parameters are split over processes (reading a full weight needs a collective)."""
+        return self.strategy == "fsdp2"
+
+    def autocast(self, device: torch.device):
+        """The forward's autocast context: bf16 over fp32 weights for ``none``/``ddp``; a no-op otherwise
+        (FSDP2 casts through its mixed-precision policy, DeepSpeed holds bf16 engine weights)."""
+        if self.strategy in ("none", "ddp") and self.compute_dtype != torch.float32:
+            return torch.autocast(device_type=device.type, dtype=self.compute_dtype)
+        return contextlib.nullcontext()
+
+    def describe(self) -> str:
+        dtype = str(self.compute_dtype).removeprefix("torch.")
+        n = self.num_processes
+        return (
+            f"strategy: {self.strategy}, {n} process{'es' if n != 1 else ''}, compute {dtype}, "
+            "master weights and optimizer state float32"
+        )
+
+
+def compute_dtype(name: str) -> torch.dtype:
+    try:
+        return COMPUTE_DTYPES[name]
+    except KeyError:
+        raise UserError(
+            f"model.dtype={name!r} is not a compute dtype PasoDoble trains in; use float32 or bfloat16 "
+            "(float16 would need loss scaling)"
+        ) from None
+
+
+def _launched_world() -> tuple[int, bool]:
+    """(processes launched, whether a torch.distributed launcher set this process up)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, "RANK" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def build_accelerator(cfg: Config, *, cpu: bool, **kwargs):
+    """The run's ``accelerate.Accelerator`` and its ``Parallelism``.
+
+    ``kwargs`` go to the Accelerator (e.g. ``log_with``). For ``fsdp2`` the Accelerator only sets up
+    the device and process group; the learner shards the model itself (``shard_model``).
+    """
+    from accelerate import Accelerator
+
+    dtype = compute_dtype(cfg.model.dtype)
+    wanted = cfg.distributed.strategy
+    world, launched = _launched_world()
+    if wanted == "deepspeed_zero2" and (world > 1 or not cpu):
+        from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+
+        plugin = DeepSpeedPlugin(zero_stage=2, gradient_accumulation_steps=1, gradient_clipping=0.0)
+        extra = dict(kwargs)
+        if cpu:  # cpu=True would turn DeepSpeed off; name gloo, DeepSpeed's CPU communicator
+            extra.setdefault("kwargs_handlers", []).append(InitProcessGroupKwargs(backend="gloo"))
+        acc = Accelerator(
+            deepspeed_plugin=plugin, mixed_precision="bf16" if dtype == torch.bfloat16 else "no", **extra
+        )
+        return acc, Parallelism("deepspeed_zero2", dtype, acc.num_processes)
+    acc = Accelerator(cpu=cpu, **kwargs)
+    if wanted == "fsdp2" and (world > 1 or launched):
+        _ensure_process_group(cpu)
+        return acc, Parallelism("fsdp2", dtype, world)
+    if acc.num_processes > 1:
+        return acc, Parallelism("ddp", dtype, acc.num_processes)
+    return acc, Parallelism("none", dtype, 1)
+
+
+def _ensure_process_group(cpu: bool) -> None:
+    """A one-process torchrun launch gets no process group from accelerate; FSDP2 needs one."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        tdist.init_process_group("gloo" if cpu else "nccl")
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks of a causal LM (``model.model.layers`` for Llama/Qwen-style models)."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if isinstance(layers, torch.nn.ModuleList) and len(layers):
+        return list(layers)
+    found = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    if not found:
+        raise UserError(
+            f"cannot find the decoder layers of {type(model).__name__} to shard with FSDP2; use "
+            "distributed.strategy=ddp or deepspeed_zero2"
+        )
+    return found
+
+
+def shard_model(model: torch.nn.Module, par: Parallelism, device: torch.device) -> torch.nn.Module:
+    """Apply FSDP2 in place: each decoder layer, then the root, over all processes (see module doc)."""
+    import torch.distributed as tdist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (tdist.get_world_size(),))
+    if par.compute_dtype == torch.float32:
+        policy = MixedPrecisionPolicy()
+    else:
+        policy = MixedPrecisionPolicy(param_dtype=par.compute_dtype, reduce_dtype=torch.float32)
+    model.to(device)
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
+    return model
+
+
+def upcast_master(model: torch.nn.Module) -> torch.nn.Module:
+    """Master weights are at least float32: 16-bit floating parameters and buffers are upcast in place."""
+    for p in model.parameters():
+        if p.is_floating_point() and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+    for name, b in model.named_buffers():
+        if b.is_floating_point() and b.dtype in (torch.bfloat16, torch.float16):
+            module, _, leaf = name.rpartition(".")
+            owner = model.get_submodule(module) if module else model
+            setattr(owner, leaf, b.float())
+    return model
+
+
+class GenerationReplica:
+    """A full, unsharded copy of the policy in the compute dtype, for generation under FSDP2.
+
+    One per process, shared by both roles (they have one architecture): ``load(role, model)`` copies
+    the role's current weights in when the replica holds another role's or stale ones. Loading gathers
+    the FSDP2 shards, a collective: every process calls it at the same point.
+    """
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> None:
+        self.model = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+        self.model.requires_grad_(False)
+        self.dtype = dtype
+        self.holds: str | None = None  # the role whose current weights are loaded
+
+    def invalidate(self, role: str) -> None:
+        if self.holds == role:
+            self.holds = None
+
+    @torch.no_grad()
+    def load(self, role: str, model: torch.nn.Module) -> bool:
+        """Copy ``model``'s full weights in unless they are already loaded; True when it copied."""
+        from pasodoble.weights import full_state_items
+
+        if self.holds == role:
+            return False
+        target = self.model.state_dict()
+        for name, full in full_state_items(model, dtype=self.dtype):
+            target[name].copy_(full)
+        self.holds = role
+        return True
+
+
+class ReplicaBackend:
+    """A role's ``RolloutBackend`` over a shared ``GenerationReplica`` (FSDP2 with a transformers backend).
+
+    ``generate`` first loads the role's current weights into the replica when it holds another
+    role's or stale ones (a gather every process takes part in, so it is called on every process,
+    with an empty prompt list where a process has no share); ``sync_weights`` only marks them stale.
+    ``pop_sync_seconds`` reports the time spent loading since the last call (``time/weight_sync``).
+    """
+
+    def __init__(self, role: str, inner, replica: GenerationReplica, source: torch.nn.Module) -> None:
+        self.role = role
+        self.inner = inner
+        self.replica = replica
+        self.source = source
+        self._sync_seconds = 0.0
+
+    def generate(self, prompts, params):
+        import time
+
+        started = time.perf_counter()
+        if self.replica.load(self.role, self.source):
+            self._sync_seconds += time.perf_counter() - started
+        return self.inner.generate(prompts, params) if prompts else []
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        self.source = model
+        self.replica.invalidate(self.role)
+
+    def local(self):
+        """The inner backend, for generation on one process alone (evaluation on the main process):
+        call ``generate`` on every process first, so that the weights are loaded."""
+        return self.inner
+
+    def pop_sync_seconds(self) -> float:
+        seconds, self._sync_seconds = self._sync_seconds, 0.0
+        return seconds

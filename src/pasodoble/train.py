@@ -179,6 +179,7 @@ class Trainer:
                 generation_batch_size=cfg.rollout.generation_batch_size,
                 role=name,
                 config=cfg,
+                compute_dtype=par.compute_dtype,
             )
             if replica is not None:
                 backend = ReplicaBackend(name, backend, replica, learner.unwrapped_model)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -52,16 +53,17 @@ def check_out_dir(run_dir: Path, field: str = "run.out_dir") -> None:
         raise UserError(f"{field}={run_dir} is a file, not a directory; choose another {field}")
 
 
-def clear_run_dir(run_dir: Path) -> None:
+def clear_run_dir(run_dir: Path, *, locked: bool = False) -> None:
     """``--overwrite``: delete what an earlier run wrote into ``run_dir``, and nothing else.
 
     Refuses (``UserError``) a non-empty directory without the marker, and one holding entries the
-    trainer does not write, listing them.
+    trainer does not write, listing them. ``locked``: the caller holds the directory's ``RunLock``
+    already (otherwise it is taken for the deletion, so a live run's directory is never deleted).
     """
     check_out_dir(run_dir)
     if not run_dir.exists():
         return
-    entries = sorted(run_dir.iterdir(), key=lambda p: p.name)
+    entries = sorted((p for p in run_dir.iterdir() if p.name != LOCK), key=lambda p: p.name)
     if not entries:
         return
     if not (run_dir / MARKER).is_file():
@@ -76,10 +78,8 @@ def clear_run_dir(run_dir: Path) -> None:
             f"--overwrite refuses to delete {run_dir}: it holds files pasodoble train did not write "
             f"({shown}); move them away or choose another run.out_dir"
         )
-    with RunLock(run_dir):  # never delete a directory a live run is writing
+    with contextlib.nullcontext() if locked else RunLock(run_dir):  # never under a live run
         for p in entries:
-            if p.name == LOCK:
-                continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:

@@ -27,6 +27,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from pasodoble import distributed as dist
+from pasodoble import lora
 from pasodoble.checkpoint import (
     begin_checkpoint,
     checkpoint_files,
@@ -95,10 +96,18 @@ class Trainer:
     """Owns the engine and the run directory; ``run()`` executes the schedule."""
 
     def __init__(
-        self, cfg: Config, run_dir: Path, *, resume: bool, backend_factory=None, relabel=None
+        self,
+        cfg: Config,
+        run_dir: Path,
+        *,
+        resume: bool,
+        backend_factory=None,
+        relabel=None,
+        lock: RunLock | None = None,
     ) -> None:
         """``backend_factory(role, model, tokenizer) -> RolloutBackend`` replaces the configured backend;
-        ``relabel`` is ``DualPlay``'s diagnostic answer override (None in every normal run)."""
+        ``relabel`` is ``DualPlay``'s diagnostic answer override (None in every normal run); ``lock``
+        is the run directory's lock when the caller took it already (main process; released by close)."""
         self.cfg = cfg
         self.relabel = relabel
         self.backend_factory = backend_factory
@@ -109,10 +118,11 @@ class Trainer:
         seed_everything(cfg.run.seed)
         cpu = cfg.run.device == "cpu" or (cfg.run.device == "auto" and not torch.cuda.is_available())
         self.accelerator, self.parallelism = build_accelerator(cfg, cpu=cpu)
-        self.lock = None
+        self.lock = lock
         if dist.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.lock = RunLock(run_dir).acquire()
+            if self.lock is None:
+                self.lock = RunLock(run_dir).acquire()
             mark_run_dir(run_dir)
             if not resume:
                 save_config(cfg, run_dir / "config.yaml")
@@ -140,9 +150,15 @@ class Trainer:
         path = role_cfg.model_path or cfg.model.name_or_path
         # float32 master weights; model.dtype is the compute dtype (parallel.py)
         field = f"{name}.model_path" if role_cfg.model_path else "model.name_or_path"
+        adapters = name in cfg.model.lora.roles
+        if adapters:  # refused layouts and a missing peft stop before any model loads
+            lora.check_available()
+            lora.check_layout(self.parallelism.strategy, self.parallelism.num_processes)
         model, tokenizer = load_model_and_tokenizer(
             path, cfg.model, seed=cfg.run.seed, dtype="float32", field=field
         )
+        if adapters:  # the learner trains the adapters only; generation sees the adapted model
+            model = lora.wrap(model, cfg.model.lora, role=name)
         if not tokenizer_holder:
             tokenizer_holder.append(tokenizer)
         par = self.parallelism
@@ -562,12 +578,15 @@ def run_training(
     what the trainer writes (``rundir.clear_run_dir``); a directory holding anything else is refused.
     """
     run_dir = Path(cfg.run.out_dir)
+    lock: RunLock | None = None
 
     def check() -> None:
+        nonlocal lock
         check_out_dir(run_dir)
+        lock = RunLock(run_dir).acquire()  # held from here to the end of the run
         if overwrite:
-            clear_run_dir(run_dir)
-        if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
+            clear_run_dir(run_dir, locked=True)
+        if any(p.name != LOCK for p in run_dir.iterdir()):
             if latest_checkpoint(run_dir) is not None:
                 raise UserError(
                     f"{run_dir} already holds a run with checkpoints; continue it with "
@@ -579,8 +598,15 @@ def run_training(
                 "replace an earlier run there"
             )
 
-    dist.main_then_broadcast(check)
-    trainer = Trainer(cfg, run_dir, resume=False, backend_factory=backend_factory, relabel=relabel)
+    try:
+        dist.main_then_broadcast(check)
+        trainer = Trainer(
+            cfg, run_dir, resume=False, backend_factory=backend_factory, relabel=relabel, lock=lock
+        )
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     with contextlib.closing(trainer):
         return trainer.run()
 
@@ -604,12 +630,18 @@ def resume_training(
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"{run_dir} has no complete checkpoint to resume from")
-    reached = int(read_checkpoint_state(ckpt)["state"]["counters"]["step"])
-    applied = resume_overrides(cfg, overrides, reached) if overrides else []
-    if applied and dist.is_main():
-        print(f"pasodoble train --resume: applied {', '.join(applied)}", file=sys.stderr, flush=True)
-    cfg.run.out_dir = str(run_dir)
-    trainer = Trainer(cfg, run_dir, resume=True, backend_factory=backend_factory)
+    lock = RunLock(run_dir).acquire() if dist.is_main() else None  # refused while the run still goes
+    try:
+        reached = int(read_checkpoint_state(ckpt)["state"]["counters"]["step"])
+        applied = resume_overrides(cfg, overrides, reached) if overrides else []
+        if applied and dist.is_main():
+            print(f"pasodoble train --resume: applied {', '.join(applied)}", file=sys.stderr, flush=True)
+        cfg.run.out_dir = str(run_dir)
+        trainer = Trainer(cfg, run_dir, resume=True, backend_factory=backend_factory, lock=lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     with contextlib.closing(trainer):
         trainer.restore(ckpt)
         if dist.is_main() and applied:

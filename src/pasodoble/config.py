@@ -34,6 +34,30 @@ def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> An
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA adapters (peft extra): the listed roles train low-rank adapters on a frozen base model."""
+
+    roles: list[str] = _f(
+        [],
+        "Roles that train LoRA adapters instead of all weights (proposer, solver, or both); [] = none. Their "
+        "checkpoints hold the adapters and their optimizer state only (the base comes from the role's model "
+        "path); generation engines and exported models get merged weights. One process or DDP only.",
+    )
+    rank: int = _f(16, "Adapter rank r: parameters per adapted d_in x d_out matrix are r * (d_in + d_out).")
+    alpha: float = _f(32.0, "LoRA alpha: the adapter's output is scaled by alpha / rank.")
+    dropout: float = _f(
+        0.0,
+        "Dropout on the adapters' input while training, in [0, 1). Above 0 the learner's log-probabilities "
+        "are no longer those of the sampling policy: keep 0 for GRPO.",
+    )
+    target_modules: list[str] = _f(
+        ["all-linear"],
+        "Module names (or name suffixes) that get adapters, e.g. [q_proj, v_proj]; [all-linear] = every "
+        "linear layer but the output head (peft's all-linear).",
+    )
+
+
+@dataclass
 class ModelConfig:
     """The base model both roles start from."""
 
@@ -62,6 +86,9 @@ class ModelConfig:
         None,
         "Parameter count used by the memory check (pasodoble.topology); null = computed from the model's "
         "config (hidden size, layers, vocabulary, MLP width). Set it for architectures the formula misses.",
+    )
+    lora: LoRAConfig = field(
+        default_factory=LoRAConfig, metadata={"help": "LoRA adapters (model.lora.* below)."}
     )
 
 
@@ -790,6 +817,23 @@ def validate(cfg: Config) -> None:
             cfg.model.num_parameters >= 1,
             f"model.num_parameters must be >= 1 or null; got {cfg.model.num_parameters}",
         )
+    lo = cfg.model.lora
+    for role_name in lo.roles:
+        _check(
+            role_name in ("proposer", "solver"),
+            f"model.lora.roles entries must be proposer or solver; got {role_name!r}",
+        )
+    _check(len(set(lo.roles)) == len(lo.roles), f"model.lora.roles lists a role twice: {lo.roles}")
+    _check(lo.rank >= 1, f"model.lora.rank must be >= 1; got {lo.rank}")
+    _check(lo.alpha > 0, f"model.lora.alpha must be > 0; got {lo.alpha}")
+    _check(0 <= lo.dropout < 1, f"model.lora.dropout must be in [0, 1); got {lo.dropout}")
+    _check(bool(lo.target_modules), "model.lora.target_modules must name at least one module (or all-linear)")
+    if lo.roles and r.backend == "vllm":
+        _check(
+            v.mode != "trl_server",
+            "model.lora with vllm.mode=trl_server is not supported (TRL's client is sent the unmerged "
+            "parameter names); use vllm.mode=colocated or server",
+        )
     run = cfg.run
     _check(run.max_steps >= 1, f"run.max_steps must be >= 1; got {run.max_steps}")
     _check(run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0; got {run.checkpoint_every}")
@@ -826,12 +870,20 @@ def config_reference_markdown() -> str:
         obj = getattr(cfg, section.name)
         doc = (type(obj).__doc__ or "").strip()
         lines += [f"## `{section.name}`", "", doc, "", "| field | default | help |", "| --- | --- | --- |"]
-        for f in dataclasses.fields(obj):
-            default = getattr(obj, f.name)
+        # a nested section (model.lora) is listed field by field after its parent's fields
+        fields = [(f"{section.name}.", obj, f) for f in dataclasses.fields(obj)]
+        fields = [x for x in fields if not dataclasses.is_dataclass(getattr(obj, x[2].name))] + [
+            (f"{section.name}.{f.name}.", getattr(obj, f.name), sub)
+            for f in dataclasses.fields(obj)
+            if dataclasses.is_dataclass(getattr(obj, f.name))
+            for sub in dataclasses.fields(getattr(obj, f.name))
+        ]
+        for prefix, owner, f in fields:
+            default = getattr(owner, f.name)
             default_s = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
             help_ = f.metadata.get("help", "").replace("|", "\\|")
             if f.metadata.get("choices"):
                 help_ += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
-            lines.append(f"| `{section.name}.{f.name}` | `{default_s}` | {help_} |")
+            lines.append(f"| `{prefix}{f.name}` | `{default_s}` | {help_} |")
         lines.append("")
     return "\n".join(lines)

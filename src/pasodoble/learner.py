@@ -15,6 +15,11 @@ configured in the ``Accelerator`` the caller passes in.
 Precision: master weights and AdamW state are float32 whatever the compute dtype (16-bit parameters
 are upcast when the learner is built); ``Parallelism.compute_dtype`` is what the forward computes in
 (``parallel.py`` says how each strategy realizes it).
+
+LoRA (``lora.py``): given a ``peft.PeftModel``, the learner trains the transformers model peft
+injected its adapters into (only the adapters require gradients, so AdamW holds only theirs), and
+its state and checkpoints hold the adapters and their optimizer state only; ``full_state_dict`` and
+``save_pretrained`` give the merged full model.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from transformers import get_scheduler
 
+from pasodoble import lora
 from pasodoble.config import GRPOConfig, RoleConfig
 from pasodoble.grpo import completion_logprobs, pack_sequences, policy_loss
 from pasodoble.parallel import Parallelism, shard_model, upcast_master
@@ -70,6 +76,8 @@ class Learner:
         max_new_tokens: generation cap; the dr_grpo constant when ``grpo_cfg.loss_constant`` is null.
         total_steps: optimizer steps of the run, needed by the cosine schedule.
         ref_model: frozen reference policy for ``beta > 0`` (default: a copy of ``model`` as given).
+            ``model`` may be a ``peft.PeftModel`` (``lora.wrap``): then only its adapters are trained
+            and saved (see the module docstring).
         gradient_checkpointing: recompute activations in backward (less memory, more compute).
         compute_entropy: report the mean token entropy (one extra softmax per row, no gradient).
         parallelism: strategy and compute dtype (``parallel.build_accelerator`` returns it with the
@@ -116,6 +124,11 @@ class Learner:
         if self._fsdp and self._deepspeed:
             raise ValueError(f"{role}: an FSDP2 layout with a DeepSpeed accelerator")
 
+        # LoRA: keep peft's handle for the adapter state; train the transformers model it adapted in place
+        self.peft_model = None
+        if lora.is_peft_model(model):
+            lora.check_layout(self.parallelism.strategy, self.parallelism.num_processes)
+            self.peft_model, model = model, model.get_base_model()
         upcast_master(model)
         device = self.accelerator.device
         self.ref_model = None
@@ -420,7 +433,7 @@ class Learner:
                 f"{self.role}: state_dict() holds full tensors; a {self.parallelism.strategy} learner "
                 "saves its sharded state with save(directory)"
             )
-        return {
+        state = {
             "format": LEARNER_FORMAT,
             "layout": self.parallelism.strategy,
             "role": self.role,
@@ -429,10 +442,14 @@ class Learner:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
         }
+        if self.peft_model is not None:  # adapters only: the base weights come from the model path
+            state["model"] = lora.adapter_state_dict(self.peft_model)
+            state["lora"] = True
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned; the next ``update`` continues bit for bit."""
-        self.unwrapped_model.load_state_dict(state["model"])
+        self._load_model_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -517,14 +534,32 @@ class Learner:
             if path is None:
                 raise ValueError(f"{self.role}: no DeepSpeed checkpoint in {directory}")
         else:
-            self.unwrapped_model.load_state_dict(payload["model"])
+            self._load_model_state(payload)
             self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.step = int(payload["step"])
         self.accelerator.wait_for_everyone()
 
+    def _load_model_state(self, state: dict) -> None:
+        """The model part of ``state_dict()``: full weights, or LoRA adapters (``state["lora"]``)."""
+        if bool(state.get("lora")) != (self.peft_model is not None):
+            held = "LoRA adapters" if state.get("lora") else "full weights"
+            trains = "LoRA adapters" if self.peft_model is not None else "full weights"
+            raise ValueError(
+                f"{self.role}: the checkpoint holds {held} and this run trains {trains} (model.lora.roles)"
+            )
+        if self.peft_model is not None:
+            lora.load_adapter_state_dict(self.peft_model, state["model"])
+        else:
+            self.unwrapped_model.load_state_dict(state["model"])
+
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The float32 model weights, whole, on the main process ({} elsewhere); every process calls it."""
+        """The float32 model weights, whole, on the main process ({} elsewhere); every process calls it.
+
+        With LoRA: the merged weights under the base model's names (``lora.merged_state_items``).
+        """
+        if self.peft_model is not None:
+            return dict(lora.merged_state_items(self.unwrapped_model))
         if self._fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 

@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pasodoble.commands.demo", "Run the embedded tiny arithmetic demo on CPU."),
     "toy": ("pasodoble.commands.toy", "Build the toy arithmetic world's data and models (toy build)."),
     "eval": ("pasodoble.commands.eval", "Evaluate a model on math benchmarks (pass@1 over k samples)."),
+    "export": (
+        "pasodoble.commands.export",
+        "Write a role of a training checkpoint as a Hugging Face model directory.",
+    ),
     "grade": ("pasodoble.commands.grade", "Grade model responses or extracted answers against gold answers."),
     "sft": ("pasodoble.commands.sft", "Cold-start supervised fine-tuning of a role."),
     "report": ("pasodoble.commands.report", "Compare evaluation results or run directories side by side."),

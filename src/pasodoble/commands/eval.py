@@ -3,6 +3,10 @@
     pasodoble eval --model PATH_OR_NAME --benchmarks math500,gsm8k,aime24,aime25,amc23,olympiadbench \\
         [--samples 6] [--temperature 0.6] [--max-new-tokens N] [--few-shot 0|4] [--backend hf|vllm] \\
         [--limit N] [--seed S] [--data-dir DIR] [--extract strict|flexible] --out DIR
+    pasodoble eval --model RUN/checkpoints/step_N --role solver|proposer ... --out DIR
+
+A training checkpoint is evaluated with the role's weights in its starting model, and with the run's
+config.yaml as the default --train-config (its Solver prompt, open thinking and eval.extract).
 
 Writes OUT/results.json, OUT/results.md and OUT/samples.jsonl (see docs/evaluation.md). Rerunning the
 same command after an interruption continues where it stopped.
@@ -21,7 +25,16 @@ from pasodoble.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     e, r, g = EvalConfig(), RolloutConfig(), GraderConfig()
     parser.add_argument(
-        "--model", required=True, help="model directory or Hugging Face name ('tiny' = a tiny random model)"
+        "--model",
+        required=True,
+        help="model directory, Hugging Face name ('tiny' = a tiny random model) or training checkpoint "
+        "RUN/checkpoints/step_N (with --role)",
+    )
+    parser.add_argument(
+        "--role",
+        default=None,
+        choices=("proposer", "solver"),
+        help="with a training checkpoint as --model: which role's model to evaluate",
     )
     parser.add_argument(
         "--benchmarks",
@@ -49,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-config",
         default=None,
         metavar="CONFIG.yaml",
-        help="a training run's config.yaml: its solver.prompt and rollout.open_thinking shape the 0-shot prompt",
+        help="a training run's config.yaml: its solver.prompt and rollout.open_thinking shape the 0-shot prompt "
+        "(default with a checkpoint as --model: RUN/config.yaml above it)",
     )
     parser.add_argument(
         "--open-thinking",
@@ -141,21 +155,32 @@ def _make_backend(name: str, model, tokenizer, batch_size: int):
 def run(args: argparse.Namespace) -> int:
     from pasodoble.eval.benchmarks import load_benchmark, parse_benchmark_list
     from pasodoble.eval.runner import BackendGenerator, EvalSettings, load_model_for_eval, run_eval
+    from pasodoble.export import open_role, resolve
     from pasodoble.verify import Grader
 
     _check_args(args)
+    model_name, train_config, ckpt = args.model, args.train_config, None
+    found = resolve(args.model, args.role)
+    if found is not None:  # a training checkpoint: its role, verified; the run's config by default
+        ckpt = open_role(*found, config=args.train_config)
+        model_name, train_config = f"{ckpt.directory}/{ckpt.role}", str(ckpt.config_path)
+    elif args.role is not None:
+        raise UserError(
+            f"--role applies to a training checkpoint (RUN/checkpoints/step_N); {args.model} is not one "
+            "(no state.json): drop --role to evaluate it as a model directory or name"
+        )
     names = parse_benchmark_list(args.benchmarks)
     benchmarks = [load_benchmark(n, data_dir=args.data_dir, limit=args.limit) for n in names]
     template, open_thinking = None, bool(args.open_thinking)
     extract = args.extract or EvalConfig().extract
-    if args.train_config:
+    if train_config:
         from pasodoble.config import load_config
 
-        train_cfg = load_config(args.train_config)
+        train_cfg = load_config(train_config)
         template, open_thinking = train_cfg.solver.prompt, open_thinking or train_cfg.rollout.open_thinking
         extract = args.extract or train_cfg.eval.extract
     settings = EvalSettings(
-        model=args.model,
+        model=model_name,
         benchmarks=[b.name for b in benchmarks],
         samples=args.samples,
         temperature=args.temperature,
@@ -171,7 +196,12 @@ def run(args: argparse.Namespace) -> int:
         extract=extract,
     )
     model, tokenizer = load_model_for_eval(
-        args.model, seed=args.seed, dtype=args.dtype, device=args.device, threads=args.threads
+        args.model,
+        seed=args.seed,
+        dtype=args.dtype,
+        device=args.device,
+        threads=args.threads,
+        checkpoint=ckpt,
     )
     backend = _make_backend(args.backend, model, tokenizer, args.batch_size)
     generator = BackendGenerator(

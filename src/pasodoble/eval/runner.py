@@ -368,8 +368,18 @@ def load_model_for_eval(
     dtype: str = "float32",
     device: str = "auto",
     threads: int | None = None,
+    role: str | None = None,
+    train_config: str | None = None,
+    checkpoint: Any = None,
 ):
-    """(model, tokenizer) from ``pasodoble.models`` in eval mode on ``device`` ('auto' = cuda if available).
+    """(model, tokenizer) in eval mode on ``device`` ('auto' = cuda if available).
+
+    ``name_or_path`` is a Hugging Face name or directory (``pasodoble.models``), or a training
+    checkpoint: ``RUN/checkpoints/step_N`` with ``role`` ('proposer' or 'solver'), or
+    ``RUN/checkpoints/step_N/ROLE``; its files are verified and its weights loaded into the role's
+    starting model named in the run's config.yaml (``train_config`` overrides where that is found;
+    see ``pasodoble.export``). ``role`` with anything but a checkpoint is a ``UserError``.
+    ``checkpoint``: an ``export.RoleCheckpoint`` already opened (and verified) by the caller.
 
     On CPU, ``threads`` sets torch's intra-op threads; None picks 1 for models under 50 M parameters,
     whose small matrix products gain nothing from more threads and slow down many-fold when other
@@ -378,11 +388,26 @@ def load_model_for_eval(
     import torch
 
     from pasodoble.config import ModelConfig
-    from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
+    from pasodoble.export import load_role_model, open_role, resolve, run_directory_hint
+    from pasodoble.models import load_model_and_tokenizer, set_cpu_threads, torch_dtype
 
-    model, tokenizer = load_model_and_tokenizer(
-        name_or_path, ModelConfig(name_or_path=name_or_path, dtype=dtype), seed=seed
-    )
+    found = resolve(name_or_path, role) if checkpoint is None else None
+    if found is not None:
+        checkpoint = open_role(*found, config=train_config)
+    if checkpoint is not None:
+        model, tokenizer = load_role_model(checkpoint)
+        model.to(torch_dtype(dtype))
+    elif role is not None:
+        raise UserError(
+            f"--role applies to a training checkpoint (RUN/checkpoints/step_N); {name_or_path} is not one "
+            "(no state.json): drop --role to evaluate it as a model directory or name"
+        )
+    elif run_directory_hint(name_or_path):
+        raise UserError(run_directory_hint(name_or_path))
+    else:
+        model, tokenizer = load_model_and_tokenizer(
+            name_or_path, ModelConfig(name_or_path=name_or_path, dtype=dtype), seed=seed
+        )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)

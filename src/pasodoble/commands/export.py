@@ -1,0 +1,48 @@
+"""`pasodoble export CKPT --role R --out DIR`: a role of a training checkpoint as a Hugging Face directory.
+
+    pasodoble export RUN/checkpoints/step_00000200 --role solver --out models/solver-200 \\
+        [--dtype float32|bfloat16] [--train-config RUN/config.yaml]
+
+The checkpoint's files are checked against their recorded sha256 first; the config and tokenizer come
+from the role's starting model named in the run's config.yaml; LoRA adapters are merged. The result
+loads with ``AutoModelForCausalLM.from_pretrained(DIR)`` (see docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a training checkpoint directory, RUN/checkpoints/step_N")
+    parser.add_argument("--role", required=True, choices=("proposer", "solver"), help="which model to export")
+    parser.add_argument("--out", required=True, help="new (or empty) output directory")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="dtype of the written weights (default float32: the training master weights, exactly)",
+    )
+    parser.add_argument(
+        "--train-config",
+        default=None,
+        metavar="CONFIG.yaml",
+        help="the run's config.yaml (default: RUN/config.yaml above the checkpoint)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pasodoble.errors import UserError
+    from pasodoble.export import export_role, open_role, resolve, run_directory_hint
+
+    found = resolve(args.checkpoint, args.role)
+    if found is None:
+        raise UserError(
+            run_directory_hint(args.checkpoint)
+            or f"{args.checkpoint} is not a training checkpoint (no state.json); give RUN/checkpoints/step_N"
+        )
+    ckpt = open_role(found[0], found[1], config=args.train_config)
+    out = export_role(ckpt, args.out, dtype=args.dtype)
+    extra = ", LoRA adapters merged" if ckpt.lora else ""
+    print(f"wrote {out}: the {ckpt.role} of {ckpt.directory} (step {ckpt.step}, {ckpt.layout} layout{extra})")
+    return 0

@@ -262,3 +262,32 @@ def test_a_lora_run_with_the_transformers_backend_and_eval_of_its_checkpoint(tmp
     args = ["eval", "--model", str(out / "checkpoints" / "step_00000001"), "--role", "solver"]
     args += ["--benchmarks", str(bench), "--samples", "1", "--max-new-tokens", "4", "--grader-workers", "0"]
     assert main([*args, "--no-progress", "--out", str(tmp_path / "eval")]) == 0
+
+
+@pytest.mark.slow
+def test_lora_under_ddp_equals_one_process(tmp_path):
+    """2 DDP processes (gloo) against one, float64, same global batches: the gradient all-reduce covers
+    the adapters (the only parameters that require gradients) and nothing else."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = str(HERE / "lora_ddp_worker.py")
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    runs = [
+        [sys.executable, worker, str(one)],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), worker, str(two)],
+    ]  # fmt: skip
+    for cmd in runs:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    assert (a["world"], b["world"]) == (1, 2)
+    assert max(v.abs().max().item() for k, v in a["adapters"].items() if "lora_B" in k) > 1e-2  # trained
+    assert max((a["merged"][k] - b["merged"][k]).abs().max().item() for k in a["merged"]) < 1e-12
+    for ma, mb in zip(a["metrics"], b["metrics"], strict=True):
+        assert ma["sequences"] == mb["sequences"] == 24
+        assert ma["loss"] == pytest.approx(mb["loss"], abs=1e-12)
+        assert ma["grad_norm"] == pytest.approx(mb["grad_norm"], rel=1e-12)

@@ -433,17 +433,21 @@ class Learner:
                 f"{self.role}: state_dict() holds full tensors; a {self.parallelism.strategy} learner "
                 "saves its sharded state with save(directory)"
             )
+        adapters = self.peft_model is not None  # adapters only: the base weights come from the model path
         state = {
             "format": LEARNER_FORMAT,
             "layout": self.parallelism.strategy,
             "role": self.role,
             "step": self.step,
-            "model": self.accelerator.get_state_dict(self.model),
+            "model": (
+                lora.adapter_state_dict(self.peft_model)
+                if adapters
+                else self.accelerator.get_state_dict(self.model)
+            ),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
         }
-        if self.peft_model is not None:  # adapters only: the base weights come from the model path
-            state["model"] = lora.adapter_state_dict(self.peft_model)
+        if adapters:
             state["lora"] = True
         return state
 

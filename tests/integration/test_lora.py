@@ -144,6 +144,19 @@ def test_a_lora_learner_resumes_bit_for_bit_and_refuses_other_checkpoints(tmp_pa
         other.load(tmp_path)
 
 
+def test_activation_checkpointing_with_adapters_gives_the_same_update():
+    tok = build_tiny_tokenizer()
+    learners = []
+    for checkpointing in (True, False):
+        torch.manual_seed(0)
+        model = lora.wrap(build_tiny_model(tok, seed=0), LORA)
+        learners.append(_learner(tok, model, gradient_checkpointing=checkpointing))
+    m = [x.update(_batch(tok, 16, seed=0)) for x in learners]
+    assert m[0]["grad_norm"] == m[1]["grad_norm"] > 0
+    wa, wb = (x.full_state_dict() for x in learners)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_engines_get_merged_weights_under_the_base_names():
     from pasodoble.rollout.hf import HFBackend
     from pasodoble.rollout.hf_batched import HFBatchedBackend, release_replicas

@@ -193,8 +193,12 @@ def export_role(ckpt: RoleCheckpoint, out: str | Path, *, dtype: str = "float32"
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     info = {
         "checkpoint": str(ckpt.directory),
         "role": ckpt.role,

@@ -62,10 +62,12 @@ def _run(cmd: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "steps_per_batch, warmup_steps",
-    [(1, 0), (2, 3)],  # (2, 3): two engine steps per update, old log-probs, warm-up lr reaching the engine
+    "steps_per_batch, warmup_steps, resume_at",
+    # (2, 3): two engine steps per update, old log-probs, warm-up lr reaching the engine; and the engine's
+    # own checkpoint (Learner.save/load) taken after update 2 and loaded into a fresh learner
+    [(1, 0, None), (2, 3, 2)],
 )
-def test_deepspeed_zero2_matches_plain_learner(tmp_path, steps_per_batch, warmup_steps):
+def test_deepspeed_zero2_matches_plain_learner(tmp_path, steps_per_batch, warmup_steps, resume_at):
     plain, ds = tmp_path / "plain.pt", tmp_path / "ds.pt"
     args = [
         "--updates", "3", "--batch-size", "24", "--loss-type", "dapo", "--lr", "1e-3",
@@ -73,15 +75,18 @@ def test_deepspeed_zero2_matches_plain_learner(tmp_path, steps_per_batch, warmup
         "--warmup-steps", str(warmup_steps),
     ]  # fmt: skip
     _run([sys.executable, str(WORKER), str(plain), "--strategy", "none", "--micro-batch-size", "5", *args])
+    resume = [] if resume_at is None else ["--resume-at", str(resume_at)]
     _run(
         [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-            str(WORKER), str(ds), "--strategy", "deepspeed_zero2", "--micro-batch-size", "4", *args,
+            str(WORKER), str(ds), "--strategy", "deepspeed_zero2", "--micro-batch-size", "4", *args, *resume,
         ]
     )  # fmt: skip
     a, b = torch.load(plain), torch.load(ds)
     assert b["distributed_type"] == "DistributedType.DEEPSPEED" and b["world"] == 2
+    if resume_at is not None:
+        assert "solver.deepspeed" in b["checkpoint_files"] and "solver.pt" in b["checkpoint_files"]
     assert a["step"] == b["step"] == 3 * steps_per_batch
     assert a["params"].keys() == b["params"].keys()
     max_diff = max((a["params"][k] - b["params"][k]).abs().max().item() for k in a["params"])

@@ -15,7 +15,8 @@ from pasodoble.parse import parse_proposal
 from pasodoble.prompts import PROPOSER, SOLVER, user_message
 from pasodoble.rewards import question_validity
 from pasodoble.sft.train import read_chat_jsonl
-from pasodoble.toy.cold_start import proposer_examples, solver_examples
+from pasodoble.toy.accuracy import answer_style, style_summary
+from pasodoble.toy.cold_start import direct_answer, proposer_examples, solver_examples
 from pasodoble.toy.corpus import KINDS, build_corpus, expression_of, worked_solution, write_jsonl
 from pasodoble.toy.family import evaluate, parse_canonical, sample_problems
 
@@ -228,6 +229,50 @@ def test_solver_examples_box_the_true_value(solver):
         assert assistant == worked_solution(expr, boxed=True)
         problems.add(problem)
     assert len(problems) == N_EXAMPLES
+
+
+def test_solver_mix_answers_a_share_directly_on_the_same_problems(solver):
+    mixed = solver_examples(N_EXAMPLES, seed=3, exclude=HELD_OUT, direct_share=0.5)
+    assert mixed == solver_examples(N_EXAMPLES, seed=3, exclude=HELD_OUT, direct_share=0.5)
+    # the problems are those of the all-worked data; only some answers change
+    assert [ex["messages"][0] for ex in mixed] == [ex["messages"][0] for ex in solver]
+    direct = 0
+    for ex, worked in zip(mixed, solver, strict=True):
+        answer = ex["messages"][1]["content"]
+        if answer == worked["messages"][1]["content"]:
+            continue
+        expr = parse_canonical(ex["messages"][0]["content"].rsplit("\n", 1)[-1])
+        assert answer == direct_answer(expr) == f"The answer is \\boxed{{{evaluate(expr)}}}."
+        direct += 1
+    # the style generator (its own string seed) draws 290 values below 0.5 in 600 (binomial sd 12)
+    assert direct == 290
+    assert mixed[0]["messages"][1]["content"] == "The answer is \\boxed{285}."
+    everything = solver_examples(50, seed=3, exclude=HELD_OUT, direct_share=1.0)
+    assert all(ex["messages"][1]["content"].startswith("The answer is \\boxed{") for ex in everything)
+    with pytest.raises(ValueError, match="direct_share must be in"):
+        solver_examples(5, seed=3, exclude=HELD_OUT, direct_share=1.5)
+
+
+def test_answer_styles_and_their_summary():
+    expr = parse_canonical("What is 7 - (20 - 50) * 3?")
+    worked, direct = worked_solution(expr, boxed=True), direct_answer(expr)
+    assert direct == "The answer is \\boxed{97}."
+    assert answer_style(worked) == "worked" and answer_style(direct) == "direct"
+    wrong_working = worked.replace("= -90", "= -80").replace("{97}", "{87}")
+    assert answer_style(wrong_working) == "worked"  # a style, right or wrong
+    assert answer_style("\\boxed{97}") == "other" and answer_style("") == "other"
+    assert answer_style("7 - (20 - 50) * 3\nThe answer is \\boxed{97}.") == "direct"  # no working line
+    # 3 worked (2 right), 2 direct (0 right), 1 other (right): 3/6 right, half the answers worked
+    summary = style_summary(
+        [(worked, True), (worked, True), (wrong_working, False), (direct, False), (direct, False)]
+        + [("\\boxed{97}", True)]
+    )
+    assert summary["accuracy"] == 0.5 and summary["worked_share"] == 0.5
+    assert summary["worked_accuracy"] == pytest.approx(2 / 3) and summary["direct_accuracy"] == 0.0
+    assert (summary["worked_count"], summary["direct_count"], summary["other_count"]) == (3, 2, 1)
+    assert style_summary([(worked, True)])["direct_accuracy"] is None
+    with pytest.raises(ValueError, match="at least one sample"):
+        style_summary([])
 
 
 def test_held_out_problems_never_appear_in_cold_start(proposer, solver):

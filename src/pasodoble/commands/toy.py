@@ -1,4 +1,5 @@
-"""`pasodoble toy build [--out DIR] [--export]`: build the toy world's data, tokenizer and models."""
+"""`pasodoble toy build [--out DIR] [--export] [--until STAGE] [--set KEY=VALUE ...]`: build the toy
+world's data, tokenizer and models."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pasodoble.toy.build import STAGES
+
     sub = parser.add_subparsers(dest="toy_command", required=True)
     b = sub.add_parser(
         "build", help="build data, tokenizer, base model and both cold-start models (resumable)"
@@ -17,13 +20,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also copy the three models in bfloat16 into the package (pasodoble/assets/toy), as shipped",
     )
+    b.add_argument(
+        "--until",
+        choices=list(STAGES),
+        default=None,
+        help="stop after this stage (e.g. base: the stages that do not depend on the Solver's data)",
+    )
+    b.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a build setting (toy.build.BuildSettings, e.g. solver_examples=32000); the stages "
+        "that read it are built again, the others kept",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from pasodoble.toy.build import build, export_assets
+    from dataclasses import replace
 
-    manifest = build(args.out)
-    print(json.dumps({k: manifest[k] for k in ("seconds", "solver_validation_accuracy")}, indent=1))
+    from pasodoble.errors import UserError
+    from pasodoble.toy.build import BuildSettings, build, export_assets, parse_setting
+
+    settings = replace(BuildSettings(), **dict(parse_setting(text) for text in args.settings))
+    if args.export and (args.until is not None or args.settings):
+        raise UserError("--export ships the default build: use it without --until and --set")
+    manifest = build(args.out, settings, until=args.until)
+    print(
+        json.dumps(
+            {k: manifest[k] for k in ("seconds", "solver_validation_accuracy") if k in manifest}, indent=1
+        )
+    )
     if args.export:
         print(f"exported to {export_assets(args.out)}")
     return 0

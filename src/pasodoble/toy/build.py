@@ -6,26 +6,33 @@ interrupted build continues where it stopped:
 ======================  =====================================================================
 ``data/``               held-out set (500 canonical problems), validation set, corpus (= the
                         pre-training text), knowledge base (the corpus's worked records),
-                        cold-start SFT data of both roles
+                        the Proposer's cold-start SFT data
 ``tokenizer/``          the byte-level BPE with digit tokens and the chat template
 ``base/``               the Qwen3 base model pre-trained on the corpus
+``solver_data/``        the Solver's cold-start SFT data (``solver_direct_share`` of the answers
+                        direct, the rest worked)
 ``solver_cold_start/``  the base fine-tuned on the Solver data (``metrics.jsonl``: its curve)
 ``proposer_cold_start/`` the base fine-tuned on the Proposer data
 ``build.json``          the settings, per-stage seconds and the cold-start Solver's accuracy
 ======================  =====================================================================
 
-Everything is deterministic from the settings (string-seeded generators, seeded torch on one
-process). ``export_assets`` copies the three models in bfloat16 into the package
-(``pasodoble/assets/toy``), which is what ``pasodoble demo`` loads without building.
+Each stage reads only some settings and some earlier stages (``STAGES``); its ``.done`` marker holds a
+fingerprint of both, and a stage whose fingerprint changed is built again, with every stage after it
+that reads it. So a new Solver mix rebuilds ``solver_data/`` and ``solver_cold_start/`` and keeps the
+pre-trained base. Everything is deterministic from the settings (string-seeded generators, torch
+seeded at the start of every stage, one process). ``export_assets`` copies the three models in
+bfloat16 into the package (``pasodoble/assets/toy``), which is what ``pasodoble demo`` loads without
+building.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,9 @@ HELDOUT_SEED = 1  # the demo's held-out benchmark: sample_problems(500, HELDOUT_
 VALIDATION_SEED = 2  # the cold-start curve's problems (also kept out of all training data)
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "toy"
 MODEL_DIRS = ("base", "solver_cold_start", "proposer_cold_start")
+
+# the style metrics of the cold-start curve (``toy.accuracy.toy_solver_eval``, prefixed val_)
+STYLE_KEYS = ("val_worked_share", "val_worked_accuracy", "val_direct_accuracy")
 
 # Sampling temperature of the demo (dual-play rollouts and every accuracy it reports).
 DEMO_TEMPERATURE = 1.0
@@ -51,6 +61,8 @@ class BuildSettings:
     corpus: int = 180000
     corpus_seed: int = 0
     solver_examples: int = 16000
+    # share of the Solver's cold-start answers that are direct (`The answer is \\boxed{V}.`, no working)
+    solver_direct_share: float = 0.5
     proposer_examples: int = 8000
     data_seed: int = 0
     model_seed: int = 0
@@ -68,6 +80,62 @@ class BuildSettings:
     threads: int = 2
 
 
+# stage -> (the settings it reads, the earlier stages it reads); the order is the build order.
+# ``threads`` is not among them: on this model 1 and 2 torch threads give bitwise-equal training
+# (docs/toy-world.md), and under load 1 thread is the faster.
+STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "data": (("heldout", "validation", "corpus", "corpus_seed", "proposer_examples", "data_seed"), ()),
+    "tokenizer": ((), ("data",)),
+    "base": (
+        ("model_seed", "pretrain_epochs", "pretrain_lr", "pretrain_rows", "pretrain_length"),
+        ("data", "tokenizer"),
+    ),
+    "solver_data": (("heldout", "validation", "solver_examples", "solver_direct_share", "data_seed"), ()),
+    "solver_cold_start": (
+        (
+            "solver_epochs",
+            "solver_lr",
+            "sft_batch_size",
+            "eval_every",
+            "eval_samples",
+            "data_seed",
+        ),
+        ("data", "base", "solver_data"),
+    ),
+    "proposer_cold_start": (
+        ("proposer_epochs", "proposer_lr", "sft_batch_size", "data_seed"),
+        ("data", "base"),
+    ),
+}
+
+
+def stage_fingerprints(s: BuildSettings) -> dict[str, str]:
+    """A hash per stage of the settings it reads and of the fingerprints of the stages it reads."""
+    values = asdict(s)
+    prints: dict[str, str] = {}
+    for name, (keys, upstream) in STAGES.items():
+        spec = {"settings": {k: values[k] for k in keys}, "upstream": {u: prints[u] for u in upstream}}
+        prints[name] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return prints
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``key=value`` of a ``BuildSettings`` field, the value converted to the field's type."""
+    from pasodoble.errors import UserError
+
+    key, sep, raw = text.partition("=")
+    types = {f.name: f.type for f in fields(BuildSettings)}
+    if not sep or key not in types:
+        raise UserError(f"--set takes KEY=VALUE with KEY one of {', '.join(types)}; got {text!r}")
+    kind = {"int": int, "float": float}[types[key]]
+    try:
+        return key, kind(raw)
+    except ValueError:
+        raise UserError(
+            f"--set {key} needs a{'n' if kind is int else ''} {kind.__name__}; got {raw!r}"
+        ) from None
+
+
 def heldout_problems(n: int = 500) -> list[dict[str, str]]:
     return sample_problems(n, HELDOUT_SEED)
 
@@ -82,15 +150,23 @@ def evaluation_sets(s: BuildSettings) -> tuple[list[dict[str, str]], list[dict[s
     return heldout, validation, held_texts | {r["problem"] for r in validation}
 
 
-def _stage(out: Path, name: str, timings: dict[str, float], fn) -> None:
+def _stage(out: Path, name: str, fingerprint: str, timings: dict[str, float], fn, seed: int) -> bool:
+    """Build stage ``name`` unless its marker holds ``fingerprint``; True when it was built now."""
     marker = out / name / ".done"
-    if marker.exists():
-        return
+    if marker.is_file() and marker.read_text().strip() == fingerprint:
+        return False
+    if (out / name).exists():
+        why = "was built with other settings" if marker.is_file() else "was not finished"
+        print(f"toy build: {name} {why}; building it again", flush=True)
+        shutil.rmtree(out / name)
+    (out / name).mkdir(parents=True)
+    torch.manual_seed(seed)  # every stage starts from the same RNG state, whichever ran before it
     started = time.perf_counter()
     fn(out / name)
-    marker.write_text("ok\n")
+    marker.write_text(fingerprint + "\n")
     timings[name] = round(time.perf_counter() - started, 1)
     print(f"toy build: {name} done in {timings[name]:.0f} s", flush=True)
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,9 +174,9 @@ def _stage(out: Path, name: str, timings: dict[str, float], fn) -> None:
 
 
 def build_data(dest: Path, s: BuildSettings) -> None:
-    from pasodoble.toy.cold_start import proposer_examples, solver_examples
+    from pasodoble.toy.cold_start import proposer_examples
     from pasodoble.toy.corpus import build_corpus, write_jsonl
-    from pasodoble.toy.model import PROPOSER_PROMPT, SOLVER_PROMPT
+    from pasodoble.toy.model import PROPOSER_PROMPT
 
     heldout, validation, exclude = evaluation_sets(s)
     corpus = build_corpus(s.corpus, s.corpus_seed, exclude=exclude)
@@ -110,15 +186,27 @@ def build_data(dest: Path, s: BuildSettings) -> None:
     write_jsonl(corpus, dest / "corpus.jsonl")
     write_jsonl(worked, dest / "knowledge.jsonl")
     write_jsonl(
-        solver_examples(s.solver_examples, s.data_seed, exclude=exclude, template=SOLVER_PROMPT),
-        dest / "solver_sft.jsonl",
-    )
-    write_jsonl(
         proposer_examples(
             worked, s.proposer_examples, s.data_seed, exclude=exclude, template=PROPOSER_PROMPT
         ),
         dest / "proposer_sft.jsonl",
     )
+
+
+def build_solver_data(dest: Path, s: BuildSettings) -> None:
+    from pasodoble.toy.cold_start import solver_examples
+    from pasodoble.toy.corpus import write_jsonl
+    from pasodoble.toy.model import SOLVER_PROMPT
+
+    _, _, exclude = evaluation_sets(s)
+    examples = solver_examples(
+        s.solver_examples,
+        s.data_seed,
+        exclude=exclude,
+        template=SOLVER_PROMPT,
+        direct_share=s.solver_direct_share,
+    )
+    write_jsonl(examples, dest / "solver_sft.jsonl")
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -181,25 +269,19 @@ def pretrain(dest: Path, out: Path, s: BuildSettings) -> None:
 
 def cold_start(dest: Path, out: Path, role: str, s: BuildSettings) -> None:
     from pasodoble.sft.train import SFTConfig, train_sft
-    from pasodoble.toy.accuracy import toy_accuracy
+    from pasodoble.toy.accuracy import toy_solver_eval
 
     validation = _read(out / "data" / "validation.jsonl")
 
     def on_eval(model, tokenizer, step):
-        return {
-            "val_accuracy": toy_accuracy(
-                model,
-                tokenizer,
-                validation,
-                temperature=DEMO_TEMPERATURE,
-                seed=0,
-                samples=s.eval_samples,
-            )
-        }
+        result = toy_solver_eval(
+            model, tokenizer, validation, temperature=DEMO_TEMPERATURE, seed=0, samples=s.eval_samples
+        )
+        return {f"val_{k}": v for k, v in result.items()}
 
     cfg = SFTConfig(
         role=role,
-        data=str(out / "data" / f"{role}_sft.jsonl"),
+        data=str(out / ("solver_data" if role == "solver" else "data") / f"{role}_sft.jsonl"),
         model=str(out / "base"),
         out=str(dest),
         epochs=s.solver_epochs if role == "solver" else s.proposer_epochs,
@@ -220,20 +302,21 @@ def cold_start(dest: Path, out: Path, role: str, s: BuildSettings) -> None:
     shutil.rmtree(dest / "checkpoints", ignore_errors=True)
 
 
-def build(out: str | Path, settings: BuildSettings | None = None) -> dict[str, Any]:
-    """Run (or finish) every stage into ``out``; return the manifest written to ``out/build.json``."""
+def build(out: str | Path, settings: BuildSettings | None = None, until: str | None = None) -> dict[str, Any]:
+    """Run (or finish) every stage into ``out`` (up to and including ``until``); return the manifest
+    written to ``out/build.json``. Stages built with other settings are built again (``STAGES``)."""
     s = settings or BuildSettings()
+    if until is not None and until not in STAGES:
+        from pasodoble.errors import UserError
+
+        raise UserError(f"--until must be one of {', '.join(STAGES)}; got {until!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "build.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    if manifest.get("settings", asdict(s)) != asdict(s):
-        from pasodoble.errors import UserError
-
-        raise UserError(f"{out} was built with other settings; pick another directory or delete it")
     timings: dict[str, float] = manifest.get("seconds", {})
+    prints = stage_fingerprints(s)
     torch.set_num_threads(s.threads)
-    torch.manual_seed(s.model_seed)
 
     def save_manifest(**extra: Any) -> dict[str, Any]:
         # written after every stage, so an interrupted build keeps its stages' timings
@@ -241,16 +324,20 @@ def build(out: str | Path, settings: BuildSettings | None = None) -> dict[str, A
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         return manifest
 
-    stages = [
-        ("data", lambda d: (d.mkdir(parents=True, exist_ok=True), build_data(d, s))),
-        ("tokenizer", lambda d: build_tokenizer(d, out / "data")),
-        ("base", lambda d: pretrain(d, out, s)),
-        ("solver_cold_start", lambda d: cold_start(d, out, "solver", s)),
-        ("proposer_cold_start", lambda d: cold_start(d, out, "proposer", s)),
-    ]
-    for name, fn in stages:
-        _stage(out, name, timings, fn)
+    stages = {
+        "data": lambda d: build_data(d, s),
+        "tokenizer": lambda d: build_tokenizer(d, out / "data"),
+        "base": lambda d: pretrain(d, out, s),
+        "solver_data": lambda d: build_solver_data(d, s),
+        "solver_cold_start": lambda d: cold_start(d, out, "solver", s),
+        "proposer_cold_start": lambda d: cold_start(d, out, "proposer", s),
+    }
+    assert list(stages) == list(STAGES)
+    for name, fn in stages.items():
+        _stage(out, name, prints[name], timings, fn, s.model_seed)
         save_manifest()
+        if name == until:
+            return save_manifest()
     curve = _read(out / "solver_cold_start" / "metrics.jsonl")
     from pasodoble.toy.report import plot_cold_start_curve
 
@@ -258,7 +345,12 @@ def build(out: str | Path, settings: BuildSettings | None = None) -> dict[str, A
     manifest = save_manifest(
         solver_validation_accuracy=[
             {"step": r["step"], "accuracy": r["val_accuracy"]} for r in curve if "val_accuracy" in r
-        ]
+        ],
+        solver_validation_styles=[
+            {k.removeprefix("val_"): r[k] for k in ("step", *STYLE_KEYS) if k in r}
+            for r in curve
+            if "val_accuracy" in r
+        ],
     )
     return manifest
 

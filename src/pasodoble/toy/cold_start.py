@@ -18,7 +18,10 @@ format the RL stage will ask for (method.md, Cold start):
 
   A derivation is redrawn when its problem equals the snippet's, is held out, computes a held-out
   expression, or would fail ``rewards.question_validity`` (the answer leaking as a whole token).
-- Solver (``solver_examples``): a canonical problem; the answer is its working ending in ``\\boxed{V}``.
+- Solver (``solver_examples``): a canonical problem; the answer is its working ending in ``\\boxed{V}``
+  or, for a ``direct_share`` of the problems drawn independently of the problem, the direct answer
+  ``The answer is \\boxed{V}.`` with no working (``direct_answer``). Such a teacher gives the cold-start
+  Solver two behaviours, only one of which it can carry out reliably; RL has to pick it.
 
 The values come from the generator (``toy.family.evaluate``), playing the paper's teacher; they are
 cold-start data only. Held-out problems (``exclude``) never appear. Deterministic from ``seed``.
@@ -40,7 +43,14 @@ from pasodoble.toy.corpus import (
     expression_of,
     worked_solution,
 )
-from pasodoble.toy.family import OPERATORS, Expression, parse_canonical, products_ok, sample_expression
+from pasodoble.toy.family import (
+    OPERATORS,
+    Expression,
+    evaluate,
+    parse_canonical,
+    products_ok,
+    sample_expression,
+)
 
 ORDINALS = ("first", "second", "third", "fourth")
 
@@ -155,13 +165,28 @@ def proposer_examples(
     return examples
 
 
+def direct_answer(expr: Expression) -> str:
+    """The Solver's answer without working: ``The answer is \\boxed{V}.``"""
+    return f"The answer is \\boxed{{{evaluate(expr)}}}."
+
+
 def solver_examples(
-    n: int, seed: int, *, exclude: Iterable[str], template: str | None = None
+    n: int,
+    seed: int,
+    *,
+    exclude: Iterable[str],
+    template: str | None = None,
+    direct_share: float = 0.0,
 ) -> list[dict[str, Any]]:
     """``n`` Solver examples on distinct canonical problems that are not held out: the RL Solver
-    prompt, answered with the working ending in ``\\boxed{V}``."""
+    prompt, answered with the working ending in ``\\boxed{V}``, or with ``direct_answer`` for a
+    ``direct_share`` of them. The problems do not depend on ``direct_share`` (the style is drawn from
+    its own generator), and each one's style is independent of the problem."""
+    if not 0.0 <= direct_share <= 1.0:
+        raise ValueError(f"direct_share must be in [0, 1]; got {direct_share}")
     held_out = HeldOut.of(exclude)
     rng = random.Random(f"pasodoble-toy-solver:{seed}")
+    style_rng = random.Random(f"pasodoble-toy-solver-style:{seed}")
     seen: set[str] = set()
     examples: list[dict[str, Any]] = []
     attempts = 0
@@ -174,7 +199,7 @@ def solver_examples(
         if problem in seen or held_out.blocks(problem, computed_units(expr)):
             continue
         seen.add(problem)
-        examples.append(
-            chat(user_message(SOLVER, problem=problem, template=template), worked_solution(expr, boxed=True))
-        )
+        direct = style_rng.random() < direct_share
+        answer = direct_answer(expr) if direct else worked_solution(expr, boxed=True)
+        examples.append(chat(user_message(SOLVER, problem=problem, template=template), answer))
     return examples

@@ -16,7 +16,9 @@ Solver trained on. Variants:
 
 The label-precision numbers and the true-answer labels use ``pasodoble.toy.family.evaluate``, which
 this script imports; the dual-play code path itself never does (``tests/unit/test_toy_data.py``).
-Results go to OUT/results.json and OUT/results.md.
+Results go to OUT/results.json, OUT/results.md (the table, with each run's share of worked-style
+answers before and after) and OUT/accuracy.png (held-out pass@1 and worked share against step for
+every variant and seed, on a 0-100 axis).
 """
 
 from __future__ import annotations
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     md = results_markdown(results, args.variants, args.seeds, steps)
     (out / "results.md").write_text(md)
+    if results:
+        plot_variants(results, out / "accuracy.png", steps)
     print(md)
     if failed:
         print(f"failed runs: {failed} (see their .log files in {out})", file=sys.stderr)
@@ -171,26 +175,82 @@ def results_markdown(results: dict, variants: list[str], seeds: list[int], steps
     lines = [
         f"# Demo over seeds ({steps} dual-play steps)",
         "",
-        "| variant | seed | before % | after % | gain (points) | valid-question rate % | label precision, valid % | label precision, trained % | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | seed | before % | after % | gain (points) | worked share before → after % | valid-question rate % | label precision, valid % | label precision, trained % | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for v in variants:
         gains = []
         for s in seeds:
             r = results.get(f"{v}-seed{s}")
             if r is None:
-                lines.append(f"| {v} | {s} | failed | | | | | | |")
+                lines.append(f"| {v} | {s} | failed | | | | | | | |")
                 continue
             gains.append(r["gain_points"])
             lines.append(
                 f"| {v} | {s} | {_pct(r['accuracy_before'])} | {_pct(r['accuracy_after'])} | {r['gain_points']:+.1f} | "
+                f"{_pct(r.get('worked_share_before'))} → {_pct(r.get('worked_share_after'))} | "
                 f"{_pct(r['valid_question_rate'])} | {_pct(r.get('label_precision_valid'))} | "
                 f"{_pct(r.get('label_precision_trained'))} | {r['wall_time_s']:.0f} |"
             )
         if gains:
-            lines.append(f"| **{v} mean** | | | | **{sum(gains) / len(gains):+.1f}** | | | | |")
+            lines.append(f"| **{v} mean** | | | | **{sum(gains) / len(gains):+.1f}** | | | | | |")
     lines.append("")
     return "\n".join(lines)
+
+
+COLORS = {"dual-play": "tab:blue", "random-reward": "tab:red", "true-answer": "tab:gray"}
+
+
+def plot_variants(results: dict, path: Path, steps: int) -> None:
+    """Held-out pass@1 (left) and worked-style share (right) against step, one colour per variant:
+    each seed's in-training curve (thin; the demo's subset of the held-out set) and the full-set
+    evaluations at the start and the end (dots), on 0-100 axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for ax, key, name in zip(
+        axes, ("accuracy", "worked_share"), ("held-out pass@1 (%)", "worked-style share (%)"), strict=True
+    ):
+        labelled = set()
+        for run, r in results.items():
+            variant = r.get("label") or run.rsplit("-seed", 1)[0]
+            color = COLORS.get(variant, "black")
+            curve = r.get("curve") or []
+            sub = [p for p in curve if p["evaluated_on"] == "subset" and p.get(key) is not None]
+            full = [p for p in curve if p["evaluated_on"] == "all" and p.get(key) is not None]
+            label = (
+                None
+                if variant in labelled
+                else variant + (" (diagnosis)" if variant == "true-answer" else "")
+            )
+            labelled.add(variant)
+            if sub:
+                ax.plot(
+                    [p["step"] for p in sub],
+                    [100 * p[key] for p in sub],
+                    color=color,
+                    lw=1,
+                    alpha=0.7,
+                    label=label,
+                )
+                label = None
+            ax.plot(
+                [p["step"] for p in full], [100 * p[key] for p in full], "o", color=color, ms=6, label=label
+            )
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("dual-play step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="lower right")
+    fig.suptitle(
+        f"Demo over seeds, {steps} steps: lines on the in-training subset, dots on the whole held-out set"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

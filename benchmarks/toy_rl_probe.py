@@ -10,7 +10,7 @@ problem at the demo's temperature, rewards each with its exact correctness (the 
 value: this is a diagnosis, not PasoDoble), and makes one ``Learner.update`` with GRPO advantages on
 the groups that are neither all right nor all wrong (the demo's band). Every ``--eval-every`` steps it
 measures pass@1 (``--eval-samples`` samples at the same temperature, one fixed seed) on the first
-``--eval-problems`` validation problems of the toy build.
+``--eval-problems`` validation problems of the toy build, and the share of worked-style answers.
 
 Every ``--run NAME:key=value,...`` starts from the same model, problem stream and evaluation set, so
 the rows of the printed table compare side by side. Keys (default in brackets): ``mode`` [grpo]
@@ -76,7 +76,7 @@ def probe(run: ProbeRun, args, validation, train_problems) -> dict:
     from pasodoble.models import load_tokenizer
     from pasodoble.rollout.base import SamplingParams
     from pasodoble.rollout.hf import HFBackend
-    from pasodoble.toy.accuracy import boxed_int_correct, solver_prompt_ids, toy_accuracy
+    from pasodoble.toy.accuracy import boxed_int_correct, solver_prompt_ids, toy_solver_eval
     from pasodoble.toy.build import DEMO_TEMPERATURE
     from pasodoble.toy.corpus import worked_solution
     from pasodoble.toy.family import parse_canonical
@@ -104,14 +104,19 @@ def probe(run: ProbeRun, args, validation, train_problems) -> dict:
     backend = HFBackend(policy, tok, generation_batch_size=128)
     eos = tok.eos_token_id  # the chat template's end of turn (<|im_end|>), which ends every answer
 
-    def accuracy() -> float:
+    def evaluation(step: int) -> dict:
         policy.eval()
-        return toy_accuracy(
+        result = toy_solver_eval(
             policy, tok, validation, temperature=DEMO_TEMPERATURE, seed=0, samples=args.eval_samples
         )
+        return {"step": step, "accuracy": result["accuracy"], "worked_share": result["worked_share"]}
 
-    curve = [{"step": 0, "accuracy": accuracy()}]
-    print(f"[{run.name}] step 0: {100 * curve[0]['accuracy']:.2f}%", flush=True)
+    curve = [evaluation(0)]
+    print(
+        f"[{run.name}] step 0: {100 * curve[0]['accuracy']:.2f}% "
+        f"(worked share {100 * curve[0]['worked_share']:.1f}%)",
+        flush=True,
+    )
     started = time.perf_counter()
     for step in range(args.steps):
         batch = train_problems[step * run.questions : (step + 1) * run.questions]
@@ -144,10 +149,11 @@ def probe(run: ProbeRun, args, validation, train_problems) -> dict:
             policy.train()
             learner.update(samples)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            curve.append({"step": step + 1, "accuracy": accuracy()})
+            curve.append(evaluation(step + 1))
             rate = f", batch pass rate {sum(pass_rates) / len(pass_rates):.2f}" if pass_rates else ""
             print(
-                f"[{run.name}] step {step + 1}: {100 * curve[-1]['accuracy']:.2f}%{rate} "
+                f"[{run.name}] step {step + 1}: {100 * curve[-1]['accuracy']:.2f}% "
+                f"(worked share {100 * curve[-1]['worked_share']:.1f}%){rate} "
                 f"({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
@@ -198,12 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Toy RL probe: Solver pass@1 (%) on {len(validation)} validation problems × {args.eval_samples} samples",
         "",
-        "| run | " + " | ".join(f"step {s}" for s in steps) + " | change (points) | seconds |",
-        "| --- |" + " --- |" * (len(steps) + 2),
+        "| run | "
+        + " | ".join(f"step {s}" for s in steps)
+        + " | change (points) | worked share % | seconds |",
+        "| --- |" + " --- |" * (len(steps) + 3),
     ]
     for r in results:
         cells = " | ".join(f"{100 * p['accuracy']:.2f}" for p in r["curve"])
-        lines.append(f"| {r['run']['name']} | {cells} | {r['change_points']:+.2f} | {r['seconds']:.0f} |")
+        share = f"{100 * r['curve'][0]['worked_share']:.1f} → {100 * r['curve'][-1]['worked_share']:.1f}"
+        lines.append(
+            f"| {r['run']['name']} | {cells} | {r['change_points']:+.2f} | {share} | {r['seconds']:.0f} |"
+        )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
 from safetensors.torch import load_file
 
 from pasodoble.cli import main
-from pasodoble.toy.build import BuildSettings, build
+from pasodoble.errors import UserError
+from pasodoble.toy.accuracy import answer_style
+from pasodoble.toy.build import STAGES, BuildSettings, build, parse_setting
 
 TINY = BuildSettings(
     heldout=500,
@@ -38,28 +42,76 @@ def test_build_makes_every_stage_and_is_deterministic(tiny_build, tmp_path):
         assert (out / name / "config.json").is_file() and (out / name / ".done").is_file()
     curve = manifest["solver_validation_accuracy"]
     assert [p["step"] for p in curve] == [0, 2, 4]  # 64 examples (1% held out) at batch 16: 4 steps
-    assert set(manifest["seconds"]) == {
-        "data",
-        "tokenizer",
-        "base",
-        "solver_cold_start",
-        "proposer_cold_start",
-    }
+    assert (
+        list(manifest["seconds"])
+        == list(STAGES)
+        == [
+            "data",
+            "tokenizer",
+            "base",
+            "solver_data",
+            "solver_cold_start",
+            "proposer_cold_start",
+        ]
+    )
+    assert [set(p) for p in manifest["solver_validation_styles"]] == [
+        {"step", "worked_share", "worked_accuracy", "direct_accuracy"}
+    ] * 3
     # the held-out problems appear in no training file
     held = {json.loads(x)["problem"] for x in (out / "data" / "heldout.jsonl").read_text().splitlines()}
     assert len(held) == 500
-    for name in ("corpus.jsonl", "solver_sft.jsonl", "proposer_sft.jsonl"):
-        text = (out / "data" / name).read_text()
+    for path in ("data/corpus.jsonl", "solver_data/solver_sft.jsonl", "data/proposer_sft.jsonl"):
+        text = (out / path).read_text()
         assert not any(p in text for p in held)
+    answers = [json.loads(x)["messages"][1]["content"] for x in (out / "solver_data/solver_sft.jsonl").open()]
+    assert sum(a.startswith("The answer is") for a in answers) == 35  # of 64, at solver_direct_share 0.5
     # a second build from scratch gives the same weights; a finished build is not redone
     build(tmp_path / "again", TINY)
     for name in ("base", "solver_cold_start"):
-        a = load_file(out / name / "model.safetensors")
-        b = load_file(tmp_path / "again" / name / "model.safetensors")
-        assert all((a[k] == b[k]).all() for k in a)
+        assert _same_weights(out / name, tmp_path / "again" / name)
     assert build(out, TINY)["seconds"] == manifest["seconds"]
-    with pytest.raises(Exception, match="other settings"):
-        build(out, BuildSettings(corpus=301))
+
+
+def _same_weights(a, b) -> bool:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_a_new_solver_mix_rebuilds_only_the_solver_stages(tiny_build, tmp_path):
+    out, manifest = tiny_build
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "base" / "keep.txt").write_text("the base is not rebuilt")
+    changed = build(copy, replace(TINY, solver_direct_share=1.0))
+    assert (copy / "base" / "keep.txt").is_file() and _same_weights(out / "base", copy / "base")
+    for name in ("data", "tokenizer", "base", "proposer_cold_start"):
+        assert changed["seconds"][name] == manifest["seconds"][name]
+    answers = [
+        json.loads(x)["messages"][1]["content"] for x in (copy / "solver_data/solver_sft.jsonl").open()
+    ]
+    assert all(a.startswith("The answer is \\boxed{") for a in answers)
+    assert not _same_weights(out / "solver_cold_start", copy / "solver_cold_start")
+    # --until stops after a stage; a stage left unfinished is built again from its start
+    part = tmp_path / "part"
+    assert set(build(part, TINY, until="tokenizer")["seconds"]) == {"data", "tokenizer"}
+    assert not (part / "base").exists()
+    (part / "base").mkdir()  # an interrupted stage: no .done marker
+    (part / "base" / "partial.txt").write_text("x")
+    build(part, TINY, until="base")
+    assert not (part / "base" / "partial.txt").exists() and _same_weights(out / "base", part / "base")
+    with pytest.raises(UserError, match="--until must be one of"):
+        build(part, TINY, until="everything")
+
+
+def test_build_settings_from_the_command_line(capsys):
+    assert parse_setting("solver_examples=32000") == ("solver_examples", 32000)
+    assert parse_setting("solver_direct_share=0.25") == ("solver_direct_share", 0.25)
+    with pytest.raises(UserError, match="KEY one of heldout, validation"):
+        parse_setting("solver_mix=0.5")
+    with pytest.raises(UserError, match="needs an int; got '1e4'"):
+        parse_setting("solver_examples=1e4")
+    assert main(["toy", "build", "--out", "x", "--export", "--until", "base"]) == 1
+    assert "--export ships the default build" in capsys.readouterr().err
 
 
 def test_demo_writes_report_summary_plots_and_models(tiny_build, tmp_path, monkeypatch):
@@ -104,7 +156,22 @@ def test_demo_writes_report_summary_plots_and_models(tiny_build, tmp_path, monke
     for name in ("solver_cold_start", "solver_final"):
         assert (demo / name / "config.json").is_file() and (demo / name / "tokenizer_config.json").is_file()
     report = (demo / "report.md").read_text()
-    assert "cold-start Solver" in report and "accuracy.png" in report
+    assert "cold-start Solver" in report and "accuracy.png" in report and "worked-style share" in report
+    # every evaluation, sorted by answer style: all 8 problems at steps 0 and 2, the first 4 in between
+    curve = [
+        (p["step"], p["evaluated_on"], p["problems"], p["samples_per_problem"]) for p in summary["curve"]
+    ]
+    assert curve == [
+        (0, "all", 8, 4),
+        (0, "subset", 4, 4),
+        (1, "subset", 4, 4),
+        (2, "subset", 4, 4),
+        (2, "all", 8, 4),
+    ]
+    rows = [json.loads(x) for x in (demo / "eval" / "final" / "samples.jsonl").read_text().splitlines()]
+    styles = [answer_style(r["response"]) for r in rows]
+    assert summary["worked_share_after"] == pytest.approx(styles.count("worked") / 32, abs=1e-4)
+    assert summary["curve"][-1]["accuracy"] == pytest.approx(summary["accuracy_after"], abs=1e-4)
     results = json.loads((demo / "eval" / "final" / "results.json").read_text())
     assert results["average"]["pass@1"] == pytest.approx(summary["accuracy_after"], abs=1e-4)
     assert len((demo / "eval" / "final" / "samples.jsonl").read_text().splitlines()) == 8 * 4

@@ -8,8 +8,12 @@ Stages (each cached, so a second run starts at dual-play):
    regenerated deterministically into the cache directory;
 3. the cold-start Solver evaluated on the held-out set through the ``pasodoble eval`` machinery;
 4. online PasoDoble from the two cold-start models (``DEMO_CONFIG`` plus the user's overrides),
-   evaluating the Solver every ``eval.every`` steps;
-5. the final Solver evaluated the same way; ``report.md``, ``summary.json`` and the plots.
+   evaluating the Solver every ``eval.every`` steps on the first ``eval.limit`` held-out problems;
+5. the final Solver evaluated the same way; ``report.md``, ``summary.json`` and the plots, with the
+   share of worked-style answers (``toy.accuracy.answer_style``) at every evaluation.
+
+The shipped cold-start Solver learned from a teacher that answered about half of its problems
+directly, with no working (docs/toy-world.md): what dual-play should teach it is to work problems out.
 
 No answer computed by the toy generator reaches stage 4: the Solver's labels are the Proposer's
 boxed answers. (``relabel`` exists for ``benchmarks/demo_seeds.py``'s true-answer diagnosis only.)
@@ -29,8 +33,8 @@ from typing import Any
 from pasodoble.errors import UserError
 from pasodoble.toy.build import ASSETS, DEMO_TEMPERATURE, MODEL_DIRS
 
-DEFAULT_STEPS = 100
-EVAL_SAMPLES = 4
+DEFAULT_STEPS = 20
+EVAL_SAMPLES = 4  # samples per held-out problem in every evaluation (pass@1 is their mean)
 # torch threads of the demo when run.threads is not overridden: 2 ran a dual-play step 1.3x faster
 # than 1 on an idle 2-core machine (docs/toy-world.md); pass run.threads=1 on a shared one.
 DEMO_THREADS = 2
@@ -65,7 +69,14 @@ DEMO_CONFIG: dict[str, Any] = {
     "grpo": {"loss_type": "dr_grpo", "beta": 0.0},
     "knowledge": {"max_snippet_tokens": 160},
     "grader": {"workers": 1, "timeout_s": 5.0},
-    "eval": {"samples": 2, "temperature": DEMO_TEMPERATURE, "max_new_tokens": 128, "limit": 200, "every": 50},
+    # in-training evaluations: the first 100 held-out problems, with the protocol of the full ones
+    "eval": {
+        "samples": EVAL_SAMPLES,
+        "temperature": DEMO_TEMPERATURE,
+        "max_new_tokens": 128,
+        "limit": 100,
+        "every": 5,
+    },
     "run": {"mode": "online", "checkpoint_every": 50, "keep_checkpoints": 1},
 }
 

@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,48 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
                 f"{str(exc)[:120]})" + _fallback_hint(path)
             ) from None
     return tensors, payload["state"]
+
+
+def save_collective(
+    run_dir: str | Path,
+    step: int,
+    *,
+    write: Callable[[Path], None],
+    state: Callable[[], dict[str, Any]],
+    keep: int,
+) -> Path:
+    """Write ``step``'s checkpoint from every process (each calls this; one process works alike).
+
+    The main process creates the ``.tmp`` directory; every process then writes its parts with
+    ``write(tmp)`` (a learner's sharded state, say) and its own RNG state (``rng.rankR.pt``); the files
+    are hashed by all processes, a share each (a 4 B-parameter checkpoint holds ~64 GB); the main process
+    evaluates ``state()`` and seals the checkpoint. Returns the final directory on every process.
+    """
+    from pasodoble import distributed as dist
+
+    tmp = Path(dist.main_then_broadcast(lambda: str(begin_checkpoint(run_dir, step))))
+    write(tmp)
+    with open(tmp / f"rng.rank{dist.rank()}.pt", "wb") as fh:
+        torch.save(rng_state(), fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    dist.barrier()
+    files = dist.broadcast(checkpoint_files(tmp) if dist.is_main() else None)
+    lo, hi = dist.shard_bounds(len(files))
+    mine = {rel: sha256_file(tmp / rel) for rel in files[lo:hi]}
+    hashes = {rel: h for part in dist.gather_list([mine]) for rel, h in part.items()}
+    final = dist.main_then_broadcast(
+        lambda: str(finish_checkpoint(run_dir, step, state=state(), keep=keep, hashes=hashes))
+    )
+    return Path(final)
+
+
+def load_rng(path: str | Path) -> None:
+    """Restore this process's RNG states from a checkpoint (rank 0's when it was written on fewer)."""
+    from pasodoble import distributed as dist
+
+    path = Path(path)
+    file = path / f"rng.rank{dist.rank()}.pt"
+    if not file.is_file():
+        file = path / "rng.rank0.pt"
+    set_rng_state(torch.load(file, map_location="cpu", weights_only=True))

@@ -125,7 +125,21 @@ def _ensure_process_group(cpu: bool) -> None:
     import torch.distributed as tdist
 
     if not tdist.is_initialized():
+        if not cpu:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         tdist.init_process_group("gloo" if cpu else "nccl")
+
+
+def init_processes(cpu: bool) -> None:
+    """Form the process group of a ``torchrun`` launch now (a no-op otherwise, and when it exists).
+
+    The trainer decides things on the main process before the learners are built (the run directory's
+    checks and lock), and only a process group tells the processes which of them is the main one.
+    accelerate and DeepSpeed reuse the group.
+    """
+    world, launched = _launched_world()
+    if launched and world > 1:
+        _ensure_process_group(cpu)
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -242,3 +256,55 @@ class ReplicaBackend:
     def pop_sync_seconds(self) -> float:
         seconds, self._sync_seconds = self._sync_seconds, 0.0
         return seconds
+
+
+# --------------------------------------------------------------------------------------------------
+# Training state of a sharded model (shared by the learner and the SFT loop)
+
+
+def save_sharded_state(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Every process writes its shards of the FSDP2 model and optimizer into the DCP directory ``path``.
+
+    Returns whether optimizer state was written: an optimizer that has not stepped has none, and
+    ``get_optimizer_state_dict`` would create it with a fake step (AdamW's step count 1) that a resumed
+    run must not inherit.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    has_optim = bool(optimizer.state)
+    state = {"model": get_model_state_dict(model)}
+    if has_optim:
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    dcp.save(state, checkpoint_id=path)
+    return has_optim
+
+
+def load_sharded_state(
+    path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, has_optim: bool
+) -> None:
+    """Every process reads its shards back (DCP reshards when the process count changed)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    state = {"model": get_model_state_dict(model)}
+    if has_optim:
+        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+    dcp.load(state, checkpoint_id=path)
+    set_model_state_dict(model, state["model"])
+    if has_optim:
+        set_optimizer_state_dict(model, optimizer, state["optimizer"])
+
+
+def full_model_state(model: torch.nn.Module, par: Parallelism, accelerator) -> dict[str, torch.Tensor]:
+    """The model's whole weights on the main process (a collective under FSDP2: every process calls it)."""
+    if par.sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return accelerator.get_state_dict(model)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import signal
 import sys
@@ -29,14 +28,10 @@ from tqdm.auto import tqdm
 from pasodoble import distributed as dist
 from pasodoble import lora
 from pasodoble.checkpoint import (
-    begin_checkpoint,
-    checkpoint_files,
-    finish_checkpoint,
     latest_checkpoint,
+    load_rng,
     read_checkpoint_state,
-    rng_state,
-    set_rng_state,
-    sha256_file,
+    save_collective,
     verify_checkpoint,
 )
 from pasodoble.config import (
@@ -54,7 +49,7 @@ from pasodoble.knowledge import KnowledgeBase
 from pasodoble.learner import Learner
 from pasodoble.metrics import RunLogger
 from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
-from pasodoble.parallel import GenerationReplica, ReplicaBackend, build_accelerator
+from pasodoble.parallel import GenerationReplica, ReplicaBackend, build_accelerator, init_processes
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rollout import make_backend
 from pasodoble.rundir import LOCK, RunLock, check_out_dir, clear_run_dir, mark_run_dir
@@ -84,6 +79,10 @@ def phase_of(cfg: Config, step: int) -> str:
         return "online"
     k_p, k_s = cfg.proposer.updates_per_phase, cfg.solver.updates_per_phase
     return "offline_proposer" if step % (k_p + k_s) < k_p else "offline_solver"
+
+
+def _on_cpu(cfg: Config) -> bool:
+    return cfg.run.device == "cpu" or (cfg.run.device == "auto" and not torch.cuda.is_available())
 
 
 def seed_everything(seed: int) -> None:
@@ -116,8 +115,7 @@ class Trainer:
         self._replica: GenerationReplica | None = None
         validate_topology(cfg)  # placement, batch sizes and memory: refuse before anything loads
         seed_everything(cfg.run.seed)
-        cpu = cfg.run.device == "cpu" or (cfg.run.device == "auto" and not torch.cuda.is_available())
-        self.accelerator, self.parallelism = build_accelerator(cfg, cpu=cpu)
+        self.accelerator, self.parallelism = build_accelerator(cfg, cpu=_on_cpu(cfg))
         self.lock = lock
         if dist.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -235,23 +233,13 @@ class Trainer:
     def save(self) -> Path:
         """Write a checkpoint of the current step; every process takes part (see checkpoint.py)."""
         e = self.engine
-        step = self.counters.step
-        tmp = Path(dist.main_then_broadcast(lambda: str(begin_checkpoint(self.run_dir, step))))
-        e.proposer.learner.save(tmp)
-        e.solver.learner.save(tmp)
-        with open(tmp / f"rng.rank{dist.rank()}.pt", "wb") as fh:
-            torch.save(rng_state(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        dist.barrier()
-        # every process hashes a share of the files (a 4 B-parameter checkpoint holds ~64 GB)
-        files = dist.broadcast(checkpoint_files(tmp) if dist.is_main() else None)
-        lo, hi = dist.shard_bounds(len(files))
-        mine = {rel: sha256_file(tmp / rel) for rel in files[lo:hi]}
-        hashes = {rel: h for part in dist.gather_list([mine]) for rel, h in part.items()}
 
-        def finish() -> str:
-            state = {
+        def write(tmp: Path) -> None:
+            e.proposer.learner.save(tmp)
+            e.solver.learner.save(tmp)
+
+        def state() -> dict[str, Any]:
+            return {
                 "counters": vars(self.counters),
                 "diversity": e.diversity.state_dict(),
                 "buffer": e.buffer.state_dict(),
@@ -259,12 +247,10 @@ class Trainer:
                 "logger": self.logger.state(),
                 "layout": {"strategy": self.parallelism.strategy, "processes": dist.world_size()},
             }
-            final = finish_checkpoint(
-                self.run_dir, step, state=state, keep=self.cfg.run.keep_checkpoints, hashes=hashes
-            )
-            return str(final)
 
-        return Path(dist.main_then_broadcast(finish))
+        return save_collective(
+            self.run_dir, self.counters.step, write=write, state=state, keep=self.cfg.run.keep_checkpoints
+        )
 
     def restore(self, path: Path) -> None:
         dist.main_then_broadcast(lambda: verify_checkpoint(path))  # every file against its sha256
@@ -285,10 +271,7 @@ class Trainer:
         e.knowledge.load_state_dict(state["knowledge"])
         self.logger.restore(state["logger"])
         self._truncate_decisions()
-        rng_file = path / f"rng.rank{dist.rank()}.pt"
-        if not rng_file.is_file():  # resumed on more processes than it was written on
-            rng_file = path / "rng.rank0.pt"
-        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+        load_rng(path)
 
     # ------------------------------------------------------------------ held-out evaluation
 
@@ -380,7 +363,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         total = total_steps(cfg)
-        if cfg.run.progress and dist.is_main():  # printed once everything is built: no silent fallback
+        if dist.is_main():  # printed once everything is built: no silent fallback
             print(f"pasodoble train: {self.parallelism.describe()}", file=sys.stderr, flush=True)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(
@@ -578,6 +561,7 @@ def run_training(
     what the trainer writes (``rundir.clear_run_dir``); a directory holding anything else is refused.
     """
     run_dir = Path(cfg.run.out_dir)
+    init_processes(cpu=_on_cpu(cfg))  # so that only the main process checks and locks the directory
     lock: RunLock | None = None
 
     def check() -> None:
@@ -630,6 +614,7 @@ def resume_training(
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"{run_dir} has no complete checkpoint to resume from")
+    init_processes(cpu=_on_cpu(cfg))
     lock = RunLock(run_dir).acquire() if dist.is_main() else None  # refused while the run still goes
     try:
         reached = int(read_checkpoint_state(ckpt)["state"]["counters"]["step"])

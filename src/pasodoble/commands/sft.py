@@ -141,7 +141,17 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="clip; 0 disables")
     p.add_argument(
-        "--dtype", default=d.dtype, choices=("float32", "bfloat16", "float16"), help="parameter dtype"
+        "--dtype",
+        default=d.dtype,
+        choices=("float32", "bfloat16"),
+        help="compute dtype; master weights and AdamW state stay float32 (default %(default)s)",
+    )
+    p.add_argument(
+        "--strategy",
+        default=d.strategy,
+        choices=("fsdp2", "ddp", "deepspeed_zero2"),
+        help="under torchrun, how the model is spread over the processes, as in training's "
+        "distributed.strategy (default %(default)s)",
     )
     p.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more compute")
     p.add_argument(

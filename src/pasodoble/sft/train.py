@@ -25,17 +25,27 @@ ignores position-id resets would let examples see each other; use the default ba
 **Loss.** Token mean over the assistant tokens of the whole optimizer step (all micro-batches and
 processes), so gradient accumulation and data parallelism give the full-batch gradient.
 
+**Scale.** The same layouts and precision as RL training (``parallel.py``): float32 master weights and
+AdamW state, ``dtype`` the compute dtype (bf16 autocast, or FSDP2's mixed-precision policy), and under
+``torchrun`` the run's ``strategy`` (fsdp2 shards the model, ddp replicates it, deepspeed_zero2 uses
+DeepSpeed's engine), built by the same ``parallel.build_accelerator``. Every process runs the same
+number of micro-batches per step (zero-weight passes where its share is shorter), so sharded
+collectives stay in step.
+
 **Resume.** Every ``checkpoint_every`` optimizer steps (and when the run ends) the model, optimizer,
 scheduler, RNG states and data position (epoch, examples consumed) are written atomically with
-``pasodoble.checkpoint``; ``resume=True`` continues from the newest complete checkpoint. The epoch
-order is a seeded permutation, so the resumed run sees the same batches.
+``pasodoble.checkpoint`` (sharded under FSDP2, DeepSpeed's own checkpoint under DeepSpeed);
+``resume=True`` continues from the newest complete checkpoint. The epoch order is a seeded
+permutation, so the resumed run sees the same batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -75,7 +85,14 @@ class SFTConfig:
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine or constant after warm-up"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 disables it"})
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "compute dtype: float32 or bfloat16 (master weights and AdamW state stay float32)"},
+    )
+    strategy: str = field(
+        default="fsdp2",
+        metadata={"help": "under torchrun: fsdp2, ddp or deepspeed_zero2 (one process trains unsharded)"},
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations"})
     checkpoint_every: int = field(
         default=100, metadata={"help": "optimizer steps between checkpoints; 0 = end only"}
@@ -304,6 +321,11 @@ def _validate(cfg: SFTConfig) -> None:
             f"--lr-schedule must be cosine or constant; got {cfg.lr_schedule!r}",
         ),
         (cfg.checkpoint_every >= 0, f"--checkpoint-every must be >= 0; got {cfg.checkpoint_every}"),
+        (cfg.dtype in ("float32", "bfloat16"), f"--dtype must be float32 or bfloat16; got {cfg.dtype!r}"),
+        (
+            cfg.strategy in ("fsdp2", "ddp", "deepspeed_zero2"),
+            f"--strategy must be fsdp2, ddp or deepspeed_zero2; got {cfg.strategy!r}",
+        ),
         (bool(cfg.out), "--out is required"),
     ]
     for ok, message in checks:
@@ -323,26 +345,30 @@ def train_sft(
     The summary (also written to ``OUT/sft_summary.json``) holds the held-out loss before and after
     training, the last training loss, step and example counts and the dropped (too long) examples.
     """
-    from accelerate import Accelerator
     from tqdm import tqdm
     from transformers import get_scheduler
 
+    from pasodoble import distributed as dist
     from pasodoble.checkpoint import (
         latest_checkpoint,
-        load_checkpoint,
-        rng_state,
-        save_checkpoint,
-        set_rng_state,
+        load_rng,
+        read_checkpoint_state,
+        save_collective,
+        verify_checkpoint,
     )
-    from pasodoble.config import ModelConfig
+    from pasodoble.config import Config, ModelConfig
     from pasodoble.metrics import RunLogger
     from pasodoble.models import load_model_and_tokenizer
+    from pasodoble.parallel import build_accelerator, full_model_state, shard_model, upcast_master
 
     _validate(cfg)
     started = time.perf_counter()
     out = Path(cfg.out)
     conversations = read_chat_jsonl(cfg.data)
-    model, tokenizer = load_model_and_tokenizer(cfg.model, ModelConfig(dtype=cfg.dtype), seed=cfg.seed)
+    # float32 master weights; cfg.dtype is the compute dtype (parallel.py)
+    model, tokenizer = load_model_and_tokenizer(
+        cfg.model, ModelConfig(dtype=cfg.dtype), seed=cfg.seed, dtype="float32", field="--model"
+    )
     encoded = [encode_chat(m, tokenizer) for m in conversations]
     examples = [e for e in encoded if len(e.input_ids) <= cfg.max_length and e.num_targets > 0]
     dropped = len(encoded) - len(examples)
@@ -353,10 +379,20 @@ def train_sft(
     train, held = split_examples(examples, cfg.eval_fraction, cfg.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    layout = Config()
+    layout.model.dtype, layout.distributed.strategy = cfg.dtype, cfg.strategy
+    accelerator, par = build_accelerator(layout, cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
+    fsdp, deepspeed = par.strategy == "fsdp2", par.strategy == "deepspeed_zero2"
+    if on_eval is not None and world > 1:
+        raise UserError(
+            "on_eval (the toy build's accuracy curve) runs in one process only; launch without torchrun"
+        )
+    upcast_master(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if fsdp:
+        shard_model(model, par, accelerator.device)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -369,10 +405,22 @@ def train_sft(
         num_warmup_steps=warmup,
         num_training_steps=total_steps,
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if deepspeed:  # the engine clips and steps; this loop marks the accumulation boundary itself
+        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds_config["gradient_clipping"] = float(cfg.max_grad_norm)
+        if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
+    if not fsdp:  # FSDP2 shards in place above; DDP and DeepSpeed wrap the model here
+        model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     device = accelerator.device
     unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:  # no silent fallback: the layout in use, on one line
+        print(f"pasodoble sft train: {par.describe()}", file=sys.stderr, flush=True)
+
+    def heldout(m) -> float | None:
+        with par.autocast(device):
+            return heldout_loss(m, held, cfg, pad_id, device)
 
     fingerprint = _fingerprint(examples)
     step, epoch, position = 0, 0, 0
@@ -382,16 +430,33 @@ def train_sft(
     if cfg.resume and ckpt is None and not (out / "checkpoints").exists():
         raise UserError(f"--resume: no checkpoint in {out}; start without --resume")
     if ckpt is not None:
-        tensors, state = load_checkpoint(ckpt)
+        dist.main_then_broadcast(lambda: verify_checkpoint(ckpt))  # every file against its sha256
+        state = read_checkpoint_state(ckpt)["state"]
         if state["fingerprint"] != fingerprint:
             raise UserError(
                 f"--resume: {cfg.data} (or --max-length/--model) differs from the run in {out}; "
                 "resume with the same data and settings"
             )
-        unwrapped.load_state_dict(tensors["model"])
-        optimizer.load_state_dict(tensors["optimizer"])
-        scheduler.load_state_dict(tensors["scheduler"])
-        set_rng_state(tensors["rng"])
+        if state.get("strategy", "none") != par.strategy and {state.get("strategy"), par.strategy} - {
+            "none",
+            "ddp",
+        }:
+            raise UserError(
+                f"--resume: {out} was written with --strategy {state.get('strategy')} and this launch uses "
+                f"{par.strategy}; resume with the strategy it was written with"
+            )
+        payload = torch.load(ckpt / "sft.pt", map_location="cpu", weights_only=True)
+        if fsdp:
+            from pasodoble.parallel import load_sharded_state
+
+            load_sharded_state(str(ckpt / "sft.dcp"), model, optimizer, has_optim=payload["optimizer_state"])
+        elif deepspeed:
+            model.load_checkpoint(str(ckpt), tag="sft.deepspeed", load_lr_scheduler_states=False)
+        else:
+            unwrapped.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        load_rng(ckpt)
         step, epoch, position = state["step"], state["epoch"], state["position"]
         eval_before = state["eval_loss_before"]
         history = state["history"]
@@ -421,34 +486,46 @@ def train_sft(
         logger.log_metrics(record["step"], {k: v for k, v in record.items() if k != "step"})
 
     if eval_before is None:
-        eval_before = heldout_loss(model, held, cfg, pad_id, device)
+        eval_before = heldout(model)
         if on_eval is not None:
             history.append({"step": 0, "eval_loss": eval_before, **on_eval(unwrapped, tokenizer, 0)})
             log(history[-1])
 
     def save(at_step: int) -> None:
-        if accelerator.is_main_process:
-            save_checkpoint(
-                out,
-                at_step,
-                tensors={
-                    "model": accelerator.get_state_dict(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(),
-                },
-                state={
-                    "step": at_step,
-                    "epoch": epoch,
-                    "position": position,
-                    "fingerprint": fingerprint,
-                    "eval_loss_before": eval_before,
-                    "history": history,
-                    "config": asdict(cfg),
-                },
-                keep=cfg.keep_checkpoints,
-            )
-        accelerator.wait_for_everyone()
+        """Every process: its share of the model and optimizer (sft.pt, sft.dcp/ or sft.deepspeed/)."""
+
+        def write(tmp: Path) -> None:
+            payload: dict[str, Any] = {"scheduler": scheduler.state_dict(), "strategy": par.strategy}
+            if fsdp:
+                from pasodoble.parallel import save_sharded_state
+
+                payload["optimizer_state"] = save_sharded_state(str(tmp / "sft.dcp"), model, optimizer)
+            elif deepspeed:
+                model.save_checkpoint(str(tmp), tag="sft.deepspeed", save_latest=False)
+            else:
+                payload["model"] = accelerator.get_state_dict(model)
+                payload["optimizer"] = optimizer.state_dict()
+            if accelerator.is_main_process:
+                with open(tmp / "sft.pt", "wb") as fh:
+                    torch.save(payload, fh)
+            accelerator.wait_for_everyone()
+
+        save_collective(
+            out,
+            at_step,
+            write=write,
+            state=lambda: {
+                "step": at_step,
+                "epoch": epoch,
+                "position": position,
+                "fingerprint": fingerprint,
+                "eval_loss_before": eval_before,
+                "history": history,
+                "config": asdict(cfg),
+                "strategy": par.strategy,
+            },
+            keep=cfg.keep_checkpoints,
+        )
 
     bar = tqdm(
         total=total_steps,
@@ -469,16 +546,38 @@ def train_sft(
         mine = batch_examples[rank::world]
         local_tokens = sum(e.num_targets for e in mine)
         tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=device), reduction="sum"))
+        micros = _micro_batches(mine, cfg, pad_id) if mine else []
+        # every process runs as many micro-batches as the busiest (zero-weight passes), so the sharded
+        # collectives of FSDP2 and DeepSpeed stay in step; the first filler is any example of the batch
+        n_micro = len(micros)
+        if world > 1:
+            n_micro = int(accelerator.reduce(torch.tensor(n_micro, device=device), reduction="max"))
+        filler = pad_batch(batch_examples[:1], pad_id)
         loss_sum = 0.0
-        for micro in _micro_batches(mine, cfg, pad_id) if mine else []:
-            loss, _ = _forward_loss(model, micro, device)
-            accelerator.backward(loss * world / max(tokens, 1))
-            loss_sum += float(loss.detach())
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
+        for j in range(n_micro):
+            micro, weight = (micros[j], 1.0) if j < len(micros) else (filler, 0.0)
+            last = j == n_micro - 1
+            if deepspeed:
+                model.set_gradient_accumulation_boundary(last)
+            # DDP all-reduces once per step; FSDP2 reduce-scatters every micro-batch (sharded gradients)
+            no_sync = world > 1 and not (last or fsdp or deepspeed)
+            with accelerator.no_sync(model) if no_sync else contextlib.nullcontext():
+                with par.autocast(device):
+                    loss, _ = _forward_loss(model, micro, device)
+                scaled = loss * (weight * world / max(tokens, 1))
+                model.backward(scaled) if deepspeed else accelerator.backward(scaled)
+            loss_sum += float(loss.detach()) * weight
+        if deepspeed:
+            model.step()  # clips at max_grad_norm, steps the optimizer, zeroes the gradients
+        else:
+            if cfg.max_grad_norm > 0:
+                if fsdp:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                else:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         global_loss = float(accelerator.reduce(torch.tensor(loss_sum, device=device), reduction="sum"))
         last_loss = global_loss / max(tokens, 1)
@@ -489,7 +588,7 @@ def train_sft(
             "epoch": epoch,
         }
         if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-            record["eval_loss"] = heldout_loss(model, held, cfg, pad_id, device)
+            record["eval_loss"] = heldout(model)
             if on_eval is not None:
                 record.update(on_eval(unwrapped, tokenizer, step))
         history.append(record)
@@ -500,7 +599,7 @@ def train_sft(
             save(step)
     bar.close()
 
-    eval_after = heldout_loss(model, held, cfg, pad_id, device)
+    eval_after = heldout(model)
     final: dict[str, Any] = {"eval_loss": eval_after}
     if on_eval is not None and history and history[-1]["step"] == step:
         final.update(on_eval(unwrapped, tokenizer, step))
@@ -525,8 +624,8 @@ def train_sft(
         else (history[-1].get("loss") if history else None),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    state = full_model_state(model, par, accelerator)  # a collective under FSDP2
     if accelerator.is_main_process:
-        state = accelerator.get_state_dict(model)
         unwrapped.save_pretrained(out, state_dict=state)
         tokenizer.save_pretrained(out)
         (out / "sft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

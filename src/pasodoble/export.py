@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from pasodoble.errors import UserError
+from pasodoble.parallel import read_dcp_metadata, safe_dcp_reader
 
 ROLES = ("proposer", "solver")
 EXPORT_INFO = "pasodoble_export.json"
@@ -238,76 +239,20 @@ def _merge_adapters(model: torch.nn.Module, adapters: dict, cfg, ckpt: RoleCheck
     return lora.merged_model(peft_model)
 
 
-# Globals a DCP ``.metadata`` pickle may name: DCP's metadata classes, torch sizes, dtypes and layouts, paths.
-_DCP_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
-_DCP_METADATA_GLOBALS = {
-    ("torch", "Size"),
-    ("torch.serialization", "_get_layout"),
-    ("collections", "OrderedDict"),
-    ("pathlib", "PosixPath"),
-    ("pathlib", "PurePosixPath"),
-    ("pathlib", "WindowsPath"),
-    ("pathlib", "PureWindowsPath"),
-}
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """Unpickles a DCP ``.metadata`` file, refusing any global but the ones its format uses."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _DCP_METADATA_GLOBALS:
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if module in _DCP_METADATA_MODULES:
-            found = super().find_class(module, name)
-            if isinstance(found, type) and found.__module__ == module:
-                return found
-        raise pickle.UnpicklingError(
-            f"the metadata names {module}.{name}, which a DCP checkpoint never holds"
-        )
-
-
-def _safe_reader(path: Path):
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import StorageMeta
-
-    class SafeMetadataReader(FileSystemReader):
-        """DCP's file reader; its metadata goes through ``_MetadataUnpickler`` (tensors are read by DCP
-        itself with ``weights_only=True``)."""
-
-        def read_metadata(self, *args: Any, **kwargs: Any):
-            rank = kwargs.get("rank")
-            metadata = _read_metadata(
-                Path(self.path) / (".metadata" if rank is None else f"__{rank}.metadata")
-            )
-            if getattr(metadata, "storage_meta", None) is None:
-                metadata.storage_meta = StorageMeta()
-            metadata.storage_meta.load_id = self.load_id
-            return metadata
-
-    return SafeMetadataReader(path)
-
-
-def _read_metadata(path: Path):
-    with open(path, "rb") as fh:
-        return _MetadataUnpickler(fh).load()
-
-
 def _load_dcp(model: torch.nn.Module, path: Path) -> None:
     """Fill ``model``'s state dict from the ``"model"`` entries of an FSDP2 DCP directory, one process."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
 
     try:  # checked here first: inside dcp.load a refusal is logged with tracebacks and wrapped
-        _read_metadata(path / ".metadata")
+        read_dcp_metadata(path / ".metadata")
     except (pickle.UnpicklingError, EOFError) as exc:
         raise UserError(f"checkpoint file {path / '.metadata'} is refused: {exc}") from None
     state = {"model": model.state_dict()}
     try:
         with warnings.catch_warnings():  # "torch.distributed is disabled ...": one process is the intent
             warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
-            dcp.load(state, storage_reader=_safe_reader(path), no_dist=True)
+            dcp.load(state, storage_reader=safe_dcp_reader(path), no_dist=True)
     except (Exception, CheckpointException) as exc:  # DCP wraps any read error (a BaseException)
         raise RuntimeError(f"reading {path}: {' '.join(str(exc).split())[:300]}") from None
 

@@ -38,7 +38,14 @@ from transformers import get_scheduler
 from pasodoble import lora
 from pasodoble.config import GRPOConfig, RoleConfig
 from pasodoble.grpo import completion_logprobs, pack_sequences, policy_loss
-from pasodoble.parallel import Parallelism, shard_model, upcast_master
+from pasodoble.parallel import (
+    Parallelism,
+    full_model_state,
+    load_sharded_state,
+    save_sharded_state,
+    shard_model,
+    upcast_master,
+)
 
 
 @dataclass
@@ -471,16 +478,7 @@ class Learner:
         acc = self.accelerator
         meta = {"format": LEARNER_FORMAT, "layout": self.parallelism.strategy, "role": self.role}
         if self._fsdp:
-            import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-
-            # An optimizer that has not stepped has no state; get_optimizer_state_dict would create it
-            # with a fake step (AdamW's step count 1), which a resumed run must not inherit.
-            has_optim = bool(self.optimizer.state)
-            state = {"model": get_model_state_dict(self.model)}
-            if has_optim:
-                state["optimizer"] = get_optimizer_state_dict(self.model, self.optimizer)
-            dcp.save(state, checkpoint_id=str(directory / f"{self.role}.dcp"))
+            has_optim = save_sharded_state(str(directory / f"{self.role}.dcp"), self.model, self.optimizer)
             meta["optimizer_state"] = has_optim
             payload = {**meta, "step": self.step, "scheduler": self.scheduler.state_dict()}
         elif self._deepspeed:
@@ -513,21 +511,12 @@ class Learner:
                 f"uses {self.parallelism.strategy}; resume with the strategy it was written with"
             )
         if self._fsdp:
-            import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import (
-                get_model_state_dict,
-                get_optimizer_state_dict,
-                set_model_state_dict,
-                set_optimizer_state_dict,
+            load_sharded_state(
+                str(directory / f"{self.role}.dcp"),
+                self.model,
+                self.optimizer,
+                has_optim=bool(payload.get("optimizer_state")),
             )
-
-            state = {"model": get_model_state_dict(self.model)}
-            if payload.get("optimizer_state"):
-                state["optimizer"] = get_optimizer_state_dict(self.model, self.optimizer)
-            dcp.load(state, checkpoint_id=str(directory / f"{self.role}.dcp"))
-            set_model_state_dict(self.model, state["model"])
-            if "optimizer" in state:
-                set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
         elif self._deepspeed:
             path, _ = self.model.load_checkpoint(
                 str(directory),
@@ -564,12 +553,7 @@ class Learner:
         """
         if self.peft_model is not None:
             return dict(lora.merged_state_items(self.unwrapped_model))
-        if self._fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return get_model_state_dict(self.model, options=opts)
-        return self.accelerator.get_state_dict(self.model)
+        return full_model_state(self.model, self.parallelism, self.accelerator)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write a Hugging Face model directory (weights, config, tokenizer) from the main process."""

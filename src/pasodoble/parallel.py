@@ -29,7 +29,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -283,7 +286,11 @@ def save_sharded_state(path: str, model: torch.nn.Module, optimizer: torch.optim
 def load_sharded_state(
     path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, has_optim: bool
 ) -> None:
-    """Every process reads its shards back (DCP reshards when the process count changed)."""
+    """Every process reads its shards back (DCP reshards when the process count changed).
+
+    The metadata is read with DCP's own classes only (``safe_dcp_reader``): a checkpoint may come from
+    someone else, and DCP itself unpickles it with no restriction.
+    """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         get_model_state_dict,
@@ -295,7 +302,11 @@ def load_sharded_state(
     state = {"model": get_model_state_dict(model)}
     if has_optim:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    dcp.load(state, checkpoint_id=path)
+    try:  # checked first: inside dcp.load a refusal is logged with tracebacks and wrapped
+        read_dcp_metadata(Path(path) / ".metadata")
+    except (pickle.UnpicklingError, EOFError) as exc:
+        raise ValueError(f"checkpoint file {Path(path) / '.metadata'} is refused: {exc}") from None
+    dcp.load(state, checkpoint_id=path, storage_reader=safe_dcp_reader(path))
     set_model_state_dict(model, state["model"])
     if has_optim:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
@@ -308,3 +319,62 @@ def full_model_state(model: torch.nn.Module, par: Parallelism, accelerator) -> d
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return accelerator.get_state_dict(model)
+
+
+# Globals a DCP ``.metadata`` pickle may name: DCP's metadata classes, torch sizes, dtypes and layouts, paths.
+_DCP_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+_DCP_METADATA_GLOBALS = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("collections", "OrderedDict"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PureWindowsPath"),
+}
+
+
+class _DCPMetadataUnpickler(pickle.Unpickler):
+    """Unpickles a DCP ``.metadata`` file, refusing any global but the ones its format uses."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _DCP_METADATA_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module in _DCP_METADATA_MODULES:
+            found = super().find_class(module, name)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
+        raise pickle.UnpicklingError(
+            f"the metadata names {module}.{name}, which a DCP checkpoint never holds"
+        )
+
+
+def safe_dcp_reader(path: str | Path):
+    """A DCP ``FileSystemReader`` whose ``.metadata`` (a pickle) is read by ``read_dcp_metadata``."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeMetadataReader(FileSystemReader):
+        """DCP's file reader; its metadata goes through ``_DCPMetadataUnpickler`` (tensors are read by DCP
+        itself with ``weights_only=True``)."""
+
+        def read_metadata(self, *args: Any, **kwargs: Any):
+            rank = kwargs.get("rank")
+            metadata = read_dcp_metadata(
+                Path(self.path) / (".metadata" if rank is None else f"__{rank}.metadata")
+            )
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeMetadataReader(path)
+
+
+def read_dcp_metadata(path: str | Path):
+    """A DCP ``.metadata`` file, unpickled with DCP's own classes only (a crafted one raises
+    ``pickle.UnpicklingError`` instead of running code)."""
+    with open(path, "rb") as fh:
+        return _DCPMetadataUnpickler(fh).load()

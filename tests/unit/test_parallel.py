@@ -106,3 +106,21 @@ def test_generation_replica_loads_a_role_only_when_stale_or_switched(tiny_tokeni
     backends["proposer"].generate([], params)  # an empty share still loads (a collective under FSDP2)
     assert replica.holds == "proposer" and held_weights_equal(proposer) and inner.calls == 2
     assert backends["proposer"].local() is inner
+
+
+def test_dcp_metadata_is_read_without_running_code(tmp_path):
+    """Issue 16.4: DCP unpickles a sharded checkpoint's .metadata with no restriction; ours admits DCP's
+    own classes only, so a crafted one is refused before anything runs."""
+    import pickle
+
+    from pasodoble.parallel import read_dcp_metadata
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    crafted = tmp_path / ".metadata"
+    crafted.write_bytes(pickle.dumps({"state_dict_metadata": Payload()}))
+    with pytest.raises(pickle.UnpicklingError, match="never holds"):
+        read_dcp_metadata(crafted)
+    assert not (tmp_path / "pwned").exists()

@@ -148,3 +148,13 @@ def test_second_ctrl_c_aborts():
     assert trainer._stop_signal == signal.SIGINT  # the first one asks for a clean stop
     with pytest.raises(KeyboardInterrupt):
         trainer._on_signal(signal.SIGINT, None)
+
+
+def test_a_bad_role_model_path_names_its_own_field(tmp_path, cli):
+    """Issue 16.9: an error about solver.model_path used to name model.name_or_path."""
+    err = _one_line_error(
+        cli(str(TINY), f"solver.model_path={tmp_path / 'no_such_model'}", f"run.out_dir={tmp_path / 'run'}"),
+        "(solver.model_path)",
+        "does not exist",
+    )
+    assert "model.name_or_path" not in err

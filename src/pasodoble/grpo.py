@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 LOSS_TYPES = ("dr_grpo", "grpo", "dapo")
+ENTROPY_POSITIONS = 512  # positions per softmax of the entropy metric (two fp32 [512, V] buffers)
 ADVANTAGE_NORMS = ("group", "batch", "none")
 
 
@@ -120,8 +121,9 @@ def selective_logprobs(
 
     Computed as ``gathered logit - logsumexp(logits)`` per chunk of ``chunk_rows`` sequences, so no
     full-vocabulary softmax of the whole batch is ever materialized. ``with_entropy`` also returns
-    the per-token entropy of the same distribution (no gradient), one sequence at a time: its two
-    float32 buffers (the softmax and its product with the logits) are ``[T, V]``, whatever the batch.
+    the per-token entropy of the same distribution (no gradient), ``ENTROPY_POSITIONS`` positions of
+    one sequence at a time: its two float32 buffers (the softmax and its product with the logits) are
+    at most ``[ENTROPY_POSITIONS, V]``, whatever the batch and the completion length.
     """
     logps, ents = [], []
     for start in range(0, logits_BTV.shape[0], chunk_rows):
@@ -132,8 +134,12 @@ def selective_logprobs(
         if with_entropy:
             with torch.no_grad():
                 for row_TV, lse_T in zip(chunk_BTV.detach(), lse_BT.detach(), strict=True):
-                    p_TV = torch.softmax(row_TV, dim=-1)
-                    ents.append((lse_T - (p_TV * row_TV).sum(-1)).unsqueeze(0))
+                    parts = []
+                    for t in range(0, row_TV.shape[0], ENTROPY_POSITIONS):
+                        x_tV = row_TV[t : t + ENTROPY_POSITIONS]
+                        p_tV = torch.softmax(x_tV, dim=-1)
+                        parts.append(lse_T[t : t + ENTROPY_POSITIONS] - (p_tV * x_tV).sum(-1))
+                    ents.append(torch.cat(parts).unsqueeze(0))
     return torch.cat(logps), (torch.cat(ents) if with_entropy else None)
 
 

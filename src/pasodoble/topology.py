@@ -33,8 +33,8 @@ one role trains or generates at a time. Master weights and AdamW moments are alw
   checkpointing (Korthikanti et al. 2022, flash attention, no tensor parallelism) and
   ``2·h·L·s·mb·b/2 + 34·h·s·mb·b/2`` with it; the logits of the completion positions and their gradient
   ``2·mb·(T+1)·V·b``; the float32 chunk of ``min(4, mb)`` rows the loss works on,
-  ``2·min(4, mb)·(T+1)·V·4``; and the entropy's two float32 ``[1, T+1, V]`` buffers (it runs one
-  sequence at a time): ``2·(T+1)·V·4``. s = prompt + completion tokens, T = completion tokens.
+  ``2·min(4, mb)·(T+1)·V·4``; and the entropy's two float32 buffers of at most 512 positions of one
+  sequence (``grpo.ENTROPY_POSITIONS``): ``2·min(T+1, 512)·V·4``. s = prompt + completion tokens, T = completion tokens.
 - **Generation**: transformers backends hold the KV cache of ``generation_batch_size`` sequences of s
   tokens, ``2·L·kv_heads·head_dim·b`` per token, and three float32 ``[batch, V]`` sampling buffers. A
   colocated vLLM engine (one per process, both roles) takes ``gpu_memory_utilization`` of the GPU while
@@ -429,7 +429,9 @@ def activation_bytes(a: Architecture, cfg: Config, role: str) -> dict[str, float
     else:
         acts = 34 * h * L * s * mb * b / 2
     logits = 2 * mb * (T + 1) * V * b + 2 * min(4, mb) * (T + 1) * V * 4
-    entropy = 2 * (T + 1) * V * 4
+    from pasodoble.grpo import ENTROPY_POSITIONS
+
+    entropy = 2 * min(T + 1, ENTROPY_POSITIONS) * V * 4
     return {"activations": acts, "logits": logits, "entropy": entropy}
 
 

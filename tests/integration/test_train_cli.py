@@ -94,7 +94,8 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_step_checkpoints_and_exits_0(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_finishes_the_step_checkpoints_and_exits_0(tmp_path, signum):
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "run_scripted.py"), str(out), "online", "200", "0"],
@@ -107,9 +108,11 @@ def test_sigterm_finishes_the_step_checkpoints_and_exits_0(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
+    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert f"{name}: stopping after this step and writing a checkpoint; press Ctrl-C again to abort" in err
     steps = metrics.read_text().count("\n")
     assert 2 <= steps < 200
     assert [p.name for p in (out / "checkpoints").iterdir()] == [f"step_{steps:08d}"]

@@ -340,7 +340,7 @@ class KnowledgeConfig:
     source: str = _f(
         "tiny",
         "Local .jsonl/.parquet/.txt file or directory, or a datasets name (streamed); 'tiny' uses a small "
-        "built-in arithmetic corpus.",
+        "built-in arithmetic corpus, 'toy' 2,000 worked problems of the toy world (configs/toy.yaml).",
     )
     text_field: str = _f("text", "Field holding the snippet text in jsonl/parquet/datasets records.")
     split: str = _f("train", "datasets split to stream.")

@@ -48,12 +48,21 @@ from pasodoble.types import Snippet
 SUFFIXES = (".jsonl", ".parquet", ".txt")
 NO_SNIPPET = Snippet(id="none", text="")
 TINY = "tiny"
+TOY = "toy"
 PARQUET_BATCH_ROWS = 256  # rows read at a time from a parquet file (bounded memory for long documents)
 
 
 def tiny_knowledge_path() -> Path:
     """Path of the built-in tiny knowledge base."""
     return Path(str(resources.files("pasodoble") / "assets" / "tiny_knowledge.jsonl"))
+
+
+def toy_knowledge_path() -> Path:
+    """Path of the built-in toy knowledge base (2,000 worked toy-world problems; make_toy_knowledge.py)."""
+    return Path(str(resources.files("pasodoble") / "assets" / "toy_knowledge.jsonl"))
+
+
+BUILT_IN = {TINY: tiny_knowledge_path, TOY: toy_knowledge_path}  # knowledge.source names of the assets
 
 
 def cap_tokens(text: str, tokenizer: Any, max_tokens: int) -> str:
@@ -204,9 +213,9 @@ class KnowledgeBase:
             self.kind = "disabled"
             return
         source = cfg.source
-        if source == TINY:
+        if source in BUILT_IN:
             self.kind = "local"
-            self._snippets = read_local(tiny_knowledge_path(), "text", prefix=TINY)
+            self._snippets = read_local(BUILT_IN[source](), "text", prefix=source)
         elif Path(source).expanduser().exists():
             path = Path(source).expanduser()
             self._files = local_files(path)

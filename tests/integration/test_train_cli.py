@@ -198,3 +198,19 @@ def test_streamed_knowledge_resumes_at_the_same_snippet(tmp_path, monkeypatch):
     assert snippets("crashed") == full
     rollouts = [(tmp_path / run / "rollouts.jsonl").read_text() for run in ("full", "crashed")]
     assert rollouts[0] == rollouts[1]  # the whole records, Proposer text included
+
+
+def test_toy_config_trains_both_roles(tmp_path):
+    """configs/toy.yaml: the shipped toy models write valid problems, so a step updates both roles
+    (configs/tiny.yaml's untrained models skip every step)."""
+    from pasodoble.config import load_config
+    from pasodoble.train import run_training
+
+    cfg = load_config(
+        ROOT / "configs" / "toy.yaml",
+        [f"run.out_dir={tmp_path / 'run'}", "run.max_steps=1", "run.progress=false", "run.threads=1"],
+    )
+    summary = run_training(cfg)
+    assert summary["updates"] == 1
+    metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["proposer/grad_norm"] > 0 and metrics["solver/grad_norm"] > 0

@@ -360,3 +360,20 @@ def test_a_file_ten_times_the_memory_cap_is_read_with_bounded_memory(tmp_path):
     # the control: the same file held in memory grows the process by about its size
     assert held["kind"] == "local" and held["distinct"] == records
     assert held["growth_mb"] > 0.8 * size_mb, result
+
+
+def test_built_in_toy_knowledge_is_the_committed_worked_problems():
+    kb = KnowledgeBase(KnowledgeConfig(source="toy"), seed=0)
+    assert len(kb) == 2000
+    texts = [s.text for s in kb._snippets]
+    assert all(t.startswith("What is ") and "The answer is " in t for t in texts)
+    # the committed file is what scripts/make_toy_knowledge.py writes (deterministic generator)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_toy_knowledge.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -1,12 +1,14 @@
-"""GPU smoke run: 5 online dual-play steps of the tiny model per rollout backend, with throughput and memory.
+"""GPU smoke run: 5 online dual-play steps of the toy models per rollout backend, with throughput and memory.
 
     python scripts/gpu_smoke.py [--device cuda|cpu] [--steps 5] [--out runs/gpu_smoke]
 
-Builds the tiny model locally (no network), trains it with the transformers backend and, when vllm is
-importable and the device is CUDA, with the vLLM backend (colocated), and prints per backend:
-generation tokens/s (completion tokens counted at the backend / generation seconds), training tokens/s
-(``proposer/tokens`` + ``solver/tokens`` / ``time/update_*`` from metrics.jsonl) and peak GPU memory.
-``--device cpu`` runs the same path in float32 on CPU (what can be checked without a GPU).
+Trains the shipped toy models (``pasodoble/assets/toy``: the cold-start Proposer and Solver, which write
+valid problems and answer them, so steps train) with the demo's settings, in bf16 compute on CUDA, with
+the transformers backends ``hf`` and ``hf_batched`` and, when vllm is importable and the device is CUDA,
+the vLLM backend (colocated). Prints per backend: updates made (must be > 0), generation tokens/s
+(completion tokens counted at the backend / generation seconds), training tokens/s (``proposer/tokens`` +
+``solver/tokens`` / ``time/update_*`` from metrics.jsonl) and peak GPU memory. ``--device cpu`` runs the
+same path in float32 on CPU. The full prepared GPU check is ``scripts/gpu_check.sh``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pasodoble.config import load_config  # noqa: E402
 from pasodoble.rollout import make_backend  # noqa: E402
 from pasodoble.train import run_training  # noqa: E402
 
@@ -51,24 +52,26 @@ class CountingBackend:
     def sync_weights(self, model):
         self.inner.sync_weights(model)
 
+    def __getattr__(self, name):  # local(), pop_sync_seconds() and the like: the inner backend's
+        return getattr(self.inner, name)
+
 
 def run_backend(backend: str, device: str, steps: int, out: Path) -> dict:
+    from pasodoble.toy.demo import cache_dir, demo_config, models_dir, world_data
+
     dtype = "bfloat16" if device == "cuda" else "float32"
     overrides = [
-        "model.name_or_path=tiny",
         f"model.dtype={dtype}",
         f"run.device={device}",
-        f"run.max_steps={steps}",
-        f"run.out_dir={out}",
         "run.progress=false",
         "run.checkpoint_every=0",
+        "eval.every=0",
         f"rollout.backend={backend}",
-        "rollout.max_new_tokens=64",
-        "grader.workers=1",
     ]
     if backend == "vllm":
         overrides += ["vllm.gpu_memory_utilization=0.2", "vllm.enforce_eager=true"]
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", overrides)
+    heldout, knowledge = world_data(cache_dir() / "data")
+    cfg = demo_config(out, 0, models_dir(), knowledge, heldout, steps, None, overrides)
     counter = {"tokens": 0, "seconds": 0.0}
 
     def factory(role, model, tokenizer):
@@ -78,7 +81,11 @@ def run_backend(backend: str, device: str, steps: int, out: Path) -> dict:
             inner = VLLMBackend(model, tokenizer, role=role, config=cfg)
         else:
             inner = make_backend(
-                "hf", model, tokenizer, generation_batch_size=cfg.rollout.generation_batch_size
+                backend,
+                model,
+                tokenizer,
+                generation_batch_size=cfg.rollout.generation_batch_size,
+                compute_dtype=getattr(torch, dtype),
             )
         return CountingBackend(inner, counter)
 
@@ -89,7 +96,7 @@ def run_backend(backend: str, device: str, steps: int, out: Path) -> dict:
     t0 = time.perf_counter()
     summary = run_training(cfg, backend_factory=factory)
     wall = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     train_tokens = sum(r.get("proposer/tokens", 0) + r.get("solver/tokens", 0) for r in rows)
     train_s = sum(r.get("time/update_proposer", 0) + r.get("time/update_solver", 0) for r in rows)
     return {
@@ -118,7 +125,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    backends = ["hf"]
+    backends = ["hf", "hf_batched"]
     if args.device == "cuda":
         try:
             import vllm  # noqa: F401
@@ -137,7 +144,7 @@ def main() -> int:
             f"{r['backend']:8} {r['steps']:>5} {r['updates']:>7} {r['generation_tokens_per_s']:>10} "
             f"{str(r['training_tokens_per_s']):>11} {str(r['peak_memory_gib']):>9}"
         )
-    bad = [r for r in results if r["steps"] != args.steps or r["generation_tokens"] == 0]
+    bad = [r for r in results if r["steps"] != args.steps or r["generation_tokens"] == 0 or r["updates"] == 0]
     return 1 if bad else 0
 
 

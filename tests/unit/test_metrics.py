@@ -86,7 +86,12 @@ def test_tensorboard_resume_purges_from_the_checkpoint_step(tmp_path):
         resumed.log_metrics(step, {"loss": 10.0 + step})
     resumed.close()
 
-    files = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # events.out.tfevents.<time>.<host>.<pid>.<writer counter>: in the order the writers were made (the
+    # counter is process-wide, so ".10" sorts before ".9" by name in a long test session)
+    files = sorted(
+        (tmp_path / "tensorboard").glob("events.out.tfevents.*"),
+        key=lambda p: (int(p.name.split(".")[3]), int(p.name.rsplit(".", 1)[1])),
+    )
     assert len(files) == 2
     starts = [e for e in _events(files[1]) if e.HasField("session_log")]
     assert [(e.step, e.session_log.status) for e in starts] == [(3, 1)]  # SessionLog.START at step 3
@@ -124,5 +129,6 @@ def test_wandb_offline_resume_continues_the_same_run(tmp_path, monkeypatch):
     resumed.log_metrics(1, {"loss": 0.5})
     resumed.close()
     offline = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2 and all(name.endswith(f"-{run_id}") for name in offline)
+    # offline-run-<time>-<id>, and -<id>-1 when both started within one second
+    assert len(offline) == 2 and all(f"-{run_id}" in name for name in offline)
     assert list((run / "wandb").glob(f"offline-run-*-{run_id}/files/media/table/rollouts_0_*.table.json"))

@@ -37,7 +37,12 @@ from typing import Any
 import torch
 
 from pasodoble.errors import UserError
-from pasodoble.parallel import read_dcp_metadata, safe_dcp_reader
+from pasodoble.parallel import (
+    deepspeed_checkpoint_classes,
+    read_dcp_metadata,
+    safe_dcp_reader,
+    weights_only_loads,
+)
 
 ROLES = ("proposer", "solver")
 EXPORT_INFO = "pasodoble_export.json"
@@ -257,23 +262,6 @@ def _load_dcp(model: torch.nn.Module, path: Path) -> None:
         raise RuntimeError(f"reading {path}: {' '.join(str(exc).split())[:300]}") from None
 
 
-@contextlib.contextmanager
-def _weights_only_loads(allowed: list):
-    """Every ``torch.load`` inside is ``weights_only`` (torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD), with
-    ``allowed`` classes admitted (``torch.serialization.safe_globals``)."""
-    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
-    before = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
-        with torch.serialization.safe_globals(allowed):
-            yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
-
-
 def _load_deepspeed(directory: Path, tag: str) -> dict[str, torch.Tensor]:
     """The float32 weights of a DeepSpeed ZeRO-2 engine checkpoint (DeepSpeed's ``zero_to_fp32``)."""
     import importlib.util
@@ -283,14 +271,11 @@ def _load_deepspeed(directory: Path, tag: str) -> dict[str, torch.Tensor]:
             f"checkpoint {directory}/{tag} was written by DeepSpeed; reading it needs the deepspeed extra: "
             "pip install -e '.[deepspeed]'"
         )
-    from deepspeed.runtime.fp16.loss_scaler import LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     # zero_to_fp32 prints its progress: keep stdout for the command's own output
     with (
-        _weights_only_loads([LossScaler, ZeroStageEnum, fragment_address]),
+        weights_only_loads(deepspeed_checkpoint_classes()),
         contextlib.redirect_stdout(sys.stderr),
     ):
         try:

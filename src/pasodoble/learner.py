@@ -40,11 +40,13 @@ from pasodoble.config import GRPOConfig, RoleConfig
 from pasodoble.grpo import completion_logprobs, pack_sequences, policy_loss
 from pasodoble.parallel import (
     Parallelism,
+    deepspeed_checkpoint_classes,
     full_model_state,
     load_sharded_state,
     save_sharded_state,
     shard_model,
     upcast_master,
+    weights_only_loads,
 )
 
 
@@ -518,12 +520,13 @@ class Learner:
                 has_optim=bool(payload.get("optimizer_state")),
             )
         elif self._deepspeed:
-            path, _ = self.model.load_checkpoint(
-                str(directory),
-                tag=f"{self.role}.deepspeed",
-                load_optimizer_states=True,
-                load_lr_scheduler_states=False,
-            )
+            with weights_only_loads(deepspeed_checkpoint_classes()):  # DeepSpeed's own torch.load calls
+                path, _ = self.model.load_checkpoint(
+                    str(directory),
+                    tag=f"{self.role}.deepspeed",
+                    load_optimizer_states=True,
+                    load_lr_scheduler_states=False,
+                )
             if path is None:
                 raise ValueError(f"{self.role}: no DeepSpeed checkpoint in {directory}")
         else:

@@ -378,3 +378,30 @@ def read_dcp_metadata(path: str | Path):
     ``pickle.UnpicklingError`` instead of running code)."""
     with open(path, "rb") as fh:
         return _DCPMetadataUnpickler(fh).load()
+
+
+@contextlib.contextmanager
+def weights_only_loads(allowed: list):
+    """Every ``torch.load`` inside is ``weights_only`` (torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``), with
+    ``allowed`` classes admitted (``torch.serialization.safe_globals``): for libraries that load
+    checkpoint files themselves (DeepSpeed) and would otherwise unpickle anything."""
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        with torch.serialization.safe_globals(allowed):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def deepspeed_checkpoint_classes() -> list:
+    """The DeepSpeed classes its ZeRO-2 checkpoint files hold (admitted by ``weights_only_loads``)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]

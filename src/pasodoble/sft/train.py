@@ -451,7 +451,10 @@ def train_sft(
 
             load_sharded_state(str(ckpt / "sft.dcp"), model, optimizer, has_optim=payload["optimizer_state"])
         elif deepspeed:
-            model.load_checkpoint(str(ckpt), tag="sft.deepspeed", load_lr_scheduler_states=False)
+            from pasodoble.parallel import deepspeed_checkpoint_classes, weights_only_loads
+
+            with weights_only_loads(deepspeed_checkpoint_classes()):  # DeepSpeed's own torch.load calls
+                model.load_checkpoint(str(ckpt), tag="sft.deepspeed", load_lr_scheduler_states=False)
         else:
             unwrapped.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])

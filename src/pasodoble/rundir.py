@@ -43,8 +43,8 @@ OWNED: tuple[str, ...] = (
 )
 
 
-def _owned(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in OWNED)
+def _owned(name: str, owned: tuple[str, ...] = OWNED) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in owned)
 
 
 def check_out_dir(run_dir: Path, field: str = "run.out_dir") -> None:
@@ -61,38 +61,52 @@ def clear_run_dir(run_dir: Path, *, locked: bool = False) -> None:
     already (otherwise it is taken for the deletion, so a live run's directory is never deleted).
     """
     check_out_dir(run_dir)
-    if not run_dir.exists():
+    with contextlib.nullcontext() if locked or not run_dir.exists() else RunLock(run_dir):
+        clear_owned(run_dir, marker=MARKER, owned=OWNED, writer="pasodoble train", field="run.out_dir")
+
+
+def clear_owned(directory: Path, *, marker: str, owned: tuple[str, ...], writer: str, field: str) -> None:
+    """Delete the entries of ``directory`` that ``writer`` wrote (``owned``), when its ``marker`` is there.
+
+    An empty or missing directory is left alone. ``UserError`` (naming ``field``) for a non-empty
+    directory without the marker, and for one holding anything else, listed.
+    """
+    if not directory.exists():
         return
-    entries = sorted((p for p in run_dir.iterdir() if p.name != LOCK), key=lambda p: p.name)
+    entries = sorted((p for p in directory.iterdir() if p.name != LOCK), key=lambda p: p.name)
     if not entries:
         return
-    if not (run_dir / MARKER).is_file():
+    if not (directory / marker).is_file():
         raise UserError(
-            f"--overwrite refuses to delete {run_dir}: it has no {MARKER} marker, so it was not written by "
-            "pasodoble train; choose another run.out_dir or delete it yourself"
+            f"--overwrite refuses to delete {directory}: it has no {marker} marker, so it was not written by "
+            f"{writer}; choose another {field} or delete it yourself"
         )
-    unknown = [p.name for p in entries if not _owned(p.name)]
+    unknown = [p.name for p in entries if not _owned(p.name, owned)]
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise UserError(
-            f"--overwrite refuses to delete {run_dir}: it holds files pasodoble train did not write "
-            f"({shown}); move them away or choose another run.out_dir"
+            f"--overwrite refuses to delete {directory}: it holds files {writer} did not write "
+            f"({shown}); move them away or choose another {field}"
         )
-    with contextlib.nullcontext() if locked else RunLock(run_dir):  # never under a live run
-        for p in entries:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+    for p in entries:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def write_marker(directory: Path, marker: str = MARKER) -> None:
+    """Write ``marker`` into ``directory`` (kept when it already exists): the directory is ours."""
+    path = directory / marker
+    if not path.exists():
+        path.write_text(
+            json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}) + "\n"
+        )
 
 
 def mark_run_dir(run_dir: Path) -> None:
     """Write the marker that makes ``run_dir`` the trainer's own (kept when it already exists)."""
-    marker = run_dir / MARKER
-    if not marker.exists():
-        marker.write_text(
-            json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}) + "\n"
-        )
+    write_marker(run_dir, MARKER)
 
 
 class RunLock:

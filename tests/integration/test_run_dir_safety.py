@@ -133,3 +133,31 @@ def test_a_bad_role_model_path_names_its_own_field(tmp_path, cli):
         "does not exist",
     )
     assert "model.name_or_path" not in err
+
+
+def test_demo_overwrite_deletes_only_what_a_demo_wrote(tmp_path, capsys):
+    """Issue 16.6, the demo's side: --overwrite used to delete any directory holding run/."""
+    from pasodoble.cli import main
+    from pasodoble.rundir import clear_owned
+    from pasodoble.toy.demo import DEMO_MARKER, DEMO_OWNED
+
+    mine = tmp_path / "mine"
+    (mine / "run").mkdir(parents=True)
+    (mine / "notes.md").write_text("keep")
+    assert main(["demo", "--out", str(mine), "--overwrite"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "refuses to delete" in err and DEMO_MARKER in err, err
+    assert (mine / "notes.md").read_text() == "keep"
+
+    demo = tmp_path / "demo"
+    for name in ("run", "eval", "solver_final"):
+        (demo / name).mkdir(parents=True)
+    for name in (DEMO_MARKER, "summary.json", "report.md", "accuracy.png"):
+        (demo / name).write_text("x")
+    (demo / "draft.tex").write_text("keep")
+    with pytest.raises(UserError, match=r"draft\.tex"):
+        clear_owned(demo, marker=DEMO_MARKER, owned=DEMO_OWNED, writer="pasodoble demo", field="--out")
+    assert (demo / "run").is_dir()
+    (demo / "draft.tex").unlink()
+    clear_owned(demo, marker=DEMO_MARKER, owned=DEMO_OWNED, writer="pasodoble demo", field="--out")
+    assert list(demo.iterdir()) == []

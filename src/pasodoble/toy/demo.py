@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pasodoble.errors import UserError
+from pasodoble.rundir import check_out_dir, clear_owned, write_marker
 from pasodoble.toy.build import ASSETS, DEMO_TEMPERATURE, MODEL_DIRS
 
 DEFAULT_STEPS = 20
@@ -39,6 +40,18 @@ EVAL_SAMPLES = 4  # samples per held-out problem in every evaluation (pass@1 is 
 # than 1 on an idle 2-core machine (docs/toy-world.md); pass run.threads=1 on a shared one.
 DEMO_THREADS = 2
 ABLATIONS = ("random-reward",)
+# What a demo writes into its --out directory (--overwrite deletes these and nothing else).
+DEMO_MARKER = ".pasodoble-demo"
+DEMO_OWNED = (
+    DEMO_MARKER,
+    "run",
+    "eval",
+    "solver_cold_start",
+    "solver_final",
+    "summary.json",
+    "report.md",
+    "*.png",
+)
 
 # The demo's training config (a first guess for this world; see docs/toy-world.md).
 # Paths are filled in at run time.
@@ -214,13 +227,14 @@ def run_demo(
     if ablation is not None and ablation not in ABLATIONS:
         raise UserError(f"--ablation must be one of {', '.join(ABLATIONS)}; got {ablation!r}")
     out = Path(out)
+    check_out_dir(out, "--out")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"{out} is not empty; pass --overwrite to replace it or choose another --out")
-        if not (out / "summary.json").is_file() and not (out / "run").is_dir():
-            raise UserError(f"--overwrite refuses to delete {out}: it does not look like a demo directory")
-        shutil.rmtree(out)
+        # only what a demo wrote, in a directory it marked (rundir.clear_owned lists anything else)
+        clear_owned(out, marker=DEMO_MARKER, owned=DEMO_OWNED, writer="pasodoble demo", field="--out")
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, DEMO_MARKER)
     started = time.perf_counter()
     models = models_dir() if models is None else Path(models)
     heldout, knowledge = world_data(cache_dir() / "data")

@@ -4,6 +4,7 @@ purge step, wandb's run id), through accelerate's tracker classes."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -80,6 +81,12 @@ def test_tensorboard_resume_purges_from_the_checkpoint_step(tmp_path):
         if step == 2:
             state = logger.state()
     logger.close()  # as if killed after step 4: steps 3 and 4 are past the checkpoint
+    # A real resume is a later process, so its event file's name carries a later second. TensorBoard reads
+    # files in name order; within one second the process-wide writer counter decides, and ".10" sorts
+    # before ".9", which would read the resumed file first and undo the purge (seen once in CI).
+    started = int(time.time())
+    while int(time.time()) == started:
+        time.sleep(0.02)
     resumed = RunLogger(tmp_path, tensorboard=True, resume=True)
     resumed.restore(state)
     for step in range(3, 5):

@@ -232,6 +232,7 @@ def plot_variants(results: dict, path: Path, steps: int) -> None:
                     [p["step"] for p in sub],
                     [100 * p[key] for p in sub],
                     color=color,
+                    ls="--" if variant == "true-answer" else "-",
                     lw=1,
                     alpha=0.7,
                     label=label,

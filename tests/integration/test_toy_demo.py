@@ -19,6 +19,7 @@ TINY = BuildSettings(
     validation=20,
     corpus=300,
     solver_examples=64,
+    solver_epochs=1.0,
     proposer_examples=32,
     pretrain_epochs=0.2,
     pretrain_rows=8,

@@ -70,13 +70,13 @@ class BuildSettings:
     pretrain_lr: float = 2e-3
     pretrain_rows: int = 16  # rows of pretrain_length tokens per optimizer step
     pretrain_length: int = 256
-    solver_epochs: float = 1.0
+    solver_epochs: float = 2.0
     solver_lr: float = 5e-4
     proposer_epochs: float = 1.0
     proposer_lr: float = 5e-4
     sft_batch_size: int = 32
     eval_every: int = 50  # Solver SFT steps between validation-accuracy measurements
-    eval_samples: int = 2  # samples per validation problem (one fixed seed, so points compare)
+    eval_samples: int = 4  # samples per validation problem (one fixed seed, so points compare)
     threads: int = 2
 
 

@@ -275,6 +275,37 @@ def test_answer_styles_and_their_summary():
         style_summary([])
 
 
+def test_report_story_names_what_rewarded_the_solver():
+    """The report's paragraph: dual-play credits the Proposer's answers, the true-answer diagnosis says
+    it used true labels (it once read "nobody gave it a right answer"), the coin flip says it drifts."""
+    from pasodoble.toy.report import report_markdown, story
+
+    base = {
+        "accuracy_before": 0.33,
+        "accuracy_after": 0.72,
+        "gain_points": 39.0,
+        "worked_share_before": 0.45,
+        "worked_share_after": 0.955,
+        "worked_accuracy_before": 0.727,
+        "direct_accuracy_before": 0.004,
+        "steps": 20,
+        "ablation": None,
+    }
+    dual = story(base)
+    assert "nobody gave it a right answer" in dual and "agree with those" in dual
+    assert "works out 95.5% of its answers" in dual and "from 33.0% to 72.0% (+39.0 points)" in dual
+    truth = story({**base, "true_answers": True})
+    assert "nobody gave it" not in truth and "true answer" in truth and "Worked answers are right" in truth
+    coin = story({**base, "ablation": "random-reward", "worked_share_after": 0.31, "gain_points": -10.6})
+    assert "coin flip" in coin and "drifted at random" in coin and "(-10.6 points)" in coin
+    point = {"step": 0, "evaluated_on": "all", "problems": 500, "samples_per_problem": 4, "accuracy": 0.33}
+    point.update(worked_share=0.45, worked_accuracy=0.727, direct_accuracy=0.004)
+    rest = {"worked_accuracy_after": 0.75, "direct_accuracy_after": 0.0, "valid_question_rate": 0.97}
+    rest.update(mean_pass_rate=0.56, steps_trained=20, wall_time_s=292.0, train_time_s=170.0, seed=0)
+    title = report_markdown({**base, **rest, "true_answers": True, "curve": [point]}).splitlines()[0]
+    assert title == "# PasoDoble demo: true-answer labels (diagnosis), seed 0"
+
+
 def test_held_out_problems_never_appear_in_cold_start(proposer, solver):
     held = _held_out_expressions()
     for ex in [*proposer, *solver]:

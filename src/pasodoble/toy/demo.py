@@ -282,5 +282,6 @@ def run_demo(
         seed=seed,
         ablation=ablation,
         label=label,
+        true_answers=relabel is not None,
     )
     return summary

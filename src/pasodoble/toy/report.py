@@ -173,6 +173,7 @@ def write_demo_report(
     seed: int,
     ablation: str | None,
     label: str | None = None,
+    true_answers: bool = False,
 ) -> dict[str, Any]:
     records = read_metrics(run_dir)
     trained = [r for r in records if not r.get("step/skipped")]
@@ -192,11 +193,12 @@ def write_demo_report(
         "train_time_s": round(train_time_s, 1),
         "seed": seed,
         "ablation": ablation,
+        "true_answers": true_answers,
         "curve": [{k: _round(v) if isinstance(v, float) else v for k, v in p.items()} for p in curve],
     }
     if label:
         summary["label"] = label
-    title = f"seed {seed}" + (f", {ablation}" if ablation else "")
+    title = f"seed {seed}" + (f", {ablation}" if ablation else "") + (", true answers" if true_answers else "")
     write_plots(out, records, curve, title)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(summary))
@@ -226,19 +228,28 @@ def story(summary: dict[str, Any]) -> str:
     if summary["ablation"] == "random-reward":
         return (
             f"{cold} In this control run the Solver's reward was a coin flip, so neither habit paid more "
-            f"than the other: after {summary['steps']} steps it works out {w1} of its answers and held-out "
-            f"pass@1 went from {a0} to {a1} ({summary['gain_points']:+.1f} points). Compare a dual-play run, "
-            "where the reward is agreement with the Proposer's answers."
+            "than the other and the share of worked answers drifted at random, up or down: after "
+            f"{summary['steps']} steps it works out {w1} of its answers and held-out pass@1 went from {a0} to "
+            f"{a1} ({summary['gain_points']:+.1f} points). Compare a dual-play run, where the reward is "
+            "agreement with the Proposer's answers."
         )
-    how = (
-        "During dual-play nobody gave it a right answer: it was rewarded when its answer agreed with the "
-        "Proposer's, and the Proposer had worked its own problems out from a snippet of the corpus."
-    )
+    if summary.get("true_answers"):
+        how = (
+            "In this diagnosis run (not dual-play as users run it) each question the Proposer wrote was "
+            "labelled with its true answer, so the Solver was rewarded for being right: it shows what "
+            "perfect labels would do in the same budget."
+        )
+    else:
+        how = (
+            "During dual-play nobody gave it a right answer: it was rewarded when its answer agreed with the "
+            "Proposer's, and the Proposer had worked its own problems out from a snippet of the corpus."
+        )
     if rose:
         change = (
-            "Worked answers agree with those far more often, so each GRPO update made working things out "
-            f"more likely: after {summary['steps']} steps the Solver works out {w1} of its answers and "
-            f"its held-out pass@1 went from {a0} to {a1} ({summary['gain_points']:+.1f} points)."
+            f"Worked answers {'are right' if summary.get('true_answers') else 'agree with those'} far more "
+            "often, so each GRPO update made working things out more likely: "
+            f"after {summary['steps']} steps the Solver works out {w1} of its answers and its held-out pass@1 "
+            f"went from {a0} to {a1} ({summary['gain_points']:+.1f} points)."
         )
     else:
         change = (
@@ -256,6 +267,8 @@ def story(summary: dict[str, Any]) -> str:
 
 def report_markdown(summary: dict[str, Any]) -> str:
     what = "coin-flip Solver reward (ablation)" if summary["ablation"] == "random-reward" else "dual-play"
+    if summary.get("true_answers"):
+        what = "true-answer labels (diagnosis)"
     curve = summary["curve"]
     full = [p for p in curve if p["evaluated_on"] == "all"]
     n, k = full[0]["problems"], full[0]["samples_per_problem"]

@@ -35,7 +35,10 @@ def main() -> int:
     text = render()
     if args.check:
         if not OUT.is_file() or OUT.read_text() != text:
-            print(f"{OUT} differs from what scripts/make_toy_knowledge.py writes; regenerate it", file=sys.stderr)
+            print(
+                f"{OUT} differs from what scripts/make_toy_knowledge.py writes; regenerate it",
+                file=sys.stderr,
+            )
             return 1
         return 0
     OUT.write_text(text)

@@ -198,7 +198,9 @@ def write_demo_report(
     }
     if label:
         summary["label"] = label
-    title = f"seed {seed}" + (f", {ablation}" if ablation else "") + (", true answers" if true_answers else "")
+    title = (
+        f"seed {seed}" + (f", {ablation}" if ablation else "") + (", true answers" if true_answers else "")
+    )
     write_plots(out, records, curve, title)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(summary))

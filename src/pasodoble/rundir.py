@@ -96,17 +96,13 @@ def clear_owned(directory: Path, *, marker: str, owned: tuple[str, ...], writer:
 
 
 def write_marker(directory: Path, marker: str = MARKER) -> None:
-    """Write ``marker`` into ``directory`` (kept when it already exists): the directory is ours."""
+    """Write ``marker`` into ``directory`` (kept when it already exists): the directory is ours (the
+    trainer's run directory by default, the demo's with ``DEMO_MARKER``)."""
     path = directory / marker
     if not path.exists():
         path.write_text(
             json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}) + "\n"
         )
-
-
-def mark_run_dir(run_dir: Path) -> None:
-    """Write the marker that makes ``run_dir`` the trainer's own (kept when it already exists)."""
-    write_marker(run_dir, MARKER)
 
 
 class RunLock:

@@ -52,7 +52,7 @@ from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
 from pasodoble.parallel import GenerationReplica, ReplicaBackend, build_accelerator, init_processes
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rollout import make_backend
-from pasodoble.rundir import LOCK, RunLock, check_out_dir, clear_run_dir, mark_run_dir
+from pasodoble.rundir import LOCK, RunLock, check_out_dir, clear_run_dir, write_marker
 from pasodoble.topology import check_shared_filesystem, validate_topology
 from pasodoble.verify import Grader
 
@@ -121,7 +121,7 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.lock is None:
                 self.lock = RunLock(run_dir).acquire()
-            mark_run_dir(run_dir)
+            write_marker(run_dir)
             if not resume:
                 save_config(cfg, run_dir / "config.yaml")
         check_shared_filesystem(run_dir)  # several processes (nodes) must all see run.out_dir

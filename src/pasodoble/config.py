@@ -328,8 +328,9 @@ class RewardsConfig:
     )
     solver_reward: str = _f(
         "verify",
-        "Solver reward: 'verify' = 1 if equivalent to the Proposer's answer; 'random' = coin flip (ablation).",
-        choices=("verify", "random"),
+        "Solver reward: 'verify' = 1 if equivalent to the Proposer's answer; 'random' = coin flip (ablation); "
+        "'partial-random' = coin flip for an answer with a boxed final answer, 0 otherwise (ablation).",
+        choices=("verify", "random", "partial-random"),
     )
 
 

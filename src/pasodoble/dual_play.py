@@ -30,6 +30,7 @@ from pasodoble.parse import parse_proposal
 from pasodoble.prompts import build_prompt, opens_thinking
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rewards import (
+    has_final_answer,
     pass_rate,
     proposer_reward,
     question_validity,
@@ -186,8 +187,14 @@ class DualPlay:
         skip = skip_step(p_tilde, advantages, cfg)
         self.diversity.add([s for s, p in zip(token_sets, parsed, strict=True) if isinstance(p, Question)])
         rng = np.random.default_rng(_seed(self.cfg.run.seed, step, 7))
+        attempts_of = dict(zip(attempted, attempts, strict=True))
         solver_r = [
-            solver_rewards([x.correct for x in verdicts_of[i]], mode=cfg.solver_reward, rng=rng)
+            solver_rewards(
+                [x.correct for x in verdicts_of[i]],
+                mode=cfg.solver_reward,
+                rng=rng,
+                formatted=[has_final_answer(c.text) for c in attempts_of[i]],
+            )
             if verdicts_of[i]
             else []
             for i in range(n)
@@ -359,14 +366,17 @@ class DualPlay:
             verdicts = self._grade(attempts, [e.answer for e in entries])
             rng_r = np.random.default_rng(_seed(self.cfg.run.seed, step, 7))
             out = []
-            for e, v in zip(entries, verdicts, strict=True):
+            for e, v, group in zip(entries, verdicts, attempts, strict=True):
                 correct = [x.correct for x in v]
                 p = pass_rate(correct)
                 self.buffer.record_visit(e.id, p)
+                formatted = [has_final_answer(c.text) for c in group]
                 out.append(
                     (
                         p,
-                        solver_rewards(correct, mode=self.cfg.rewards.solver_reward, rng=rng_r),
+                        solver_rewards(
+                            correct, mode=self.cfg.rewards.solver_reward, rng=rng_r, formatted=formatted
+                        ),
                         [(x.pred, x.correct, x.reason) for x in v],
                     )
                 )

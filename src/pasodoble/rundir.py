@@ -4,10 +4,12 @@
   a directory only when it carries the marker, and then only the entries the trainer writes
   (``OWNED``); anything else in it makes ``--overwrite`` refuse and list what it found, so a thesis or
   a source tree that happens to sit there is never deleted.
-- ``RunLock`` holds ``fcntl.flock`` on ``RUN/.lock`` for the life of a run (start or resume): a second
-  run into the same directory, or a ``--resume`` of a run still going, is refused with the PID that
-  holds it. The lock is released by the kernel when the process dies, so a killed run never leaves a
-  stale lock behind.
+- ``RunLock`` holds ``fcntl.flock`` on the directory itself for the life of a run (start or resume) or
+  of an evaluation: a second run into the same directory, or a ``--resume`` of a run still going, is
+  refused, with the PID of the holder when it recorded one in ``RUN/.lock``. Taking the lock writes
+  nothing: ``.lock`` is written (``RunLock.record``) only once the caller has accepted the directory,
+  so a refused run never touches a file of the user's. The lock is released by the kernel when the
+  process dies, so a killed run never leaves a stale lock behind.
 """
 
 from __future__ import annotations
@@ -53,6 +55,44 @@ def check_out_dir(run_dir: Path, field: str = "run.out_dir") -> None:
         raise UserError(f"{field}={run_dir} is a file, not a directory; choose another {field}")
 
 
+def check_writable(directory: Path, field: str) -> None:
+    """``UserError`` (one line naming ``field``, the path and the cause) unless ``directory`` is, or can be
+    created as, a directory this process may write into. Writes nothing: the nearest existing ancestor
+    must be a directory (not a regular file) with write and search permission (``os.access``; as root
+    that passes on a read-only directory, whose first write then fails with its own one-line error)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{field}={directory} is a file, not a directory; choose another {field}")
+    probe = directory
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe != directory and not probe.is_dir():
+        raise UserError(
+            f"{field}={directory} cannot be created: {probe} is a file, not a directory; choose another {field}"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{field}={directory} is not writable ({probe}: permission denied); choose another {field}"
+        )
+
+
+def remove_unstarted_run(run_dir: Path, *, remove_directory: bool) -> None:
+    """Delete what a run that failed before its first step wrote into ``run_dir`` (accepted empty, so all
+    of it is the trainer's, ``OWNED`` entries only), and the directory itself when the run made it."""
+    for p in run_dir.iterdir():
+        if _owned(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+    if remove_directory:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
+
+
 def clear_run_dir(run_dir: Path, *, locked: bool = False) -> None:
     """``--overwrite``: delete what an earlier run wrote into ``run_dir``, and nothing else.
 
@@ -93,6 +133,8 @@ def clear_owned(directory: Path, *, marker: str, owned: tuple[str, ...], writer:
             shutil.rmtree(p)
         else:
             p.unlink()
+    with contextlib.suppress(FileNotFoundError):  # the PID record of the run deleted (the lock is on the directory)
+        (directory / LOCK).unlink()
 
 
 def write_marker(directory: Path, marker: str = MARKER) -> None:
@@ -106,30 +148,45 @@ def write_marker(directory: Path, marker: str = MARKER) -> None:
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``RUN/.lock``; ``UserError`` naming the holder's PID when taken."""
+    """An exclusive ``flock`` on a directory (created when missing); ``UserError`` when another process
+    holds it, naming its PID when that process recorded one (``record``).
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK
+    ``field`` names the option or config field that chose the directory, for the message.
+    """
+
+    def __init__(self, run_dir: Path, field: str = "run.out_dir") -> None:
+        self.directory = Path(run_dir)
+        self.path = self.directory / LOCK
+        self.field = field
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
+            try:
+                holder = "PID " + (self.path.read_text(errors="replace")[:64].strip() or "?")
+            except OSError:
+                holder = "another process"
             raise UserError(
-                f"run directory {self.path.parent} is in use by PID {holder} (it holds {self.path}); wait "
-                "for that run to end or stop it, or choose another run.out_dir"
+                f"directory {self.directory} is in use by {holder} (it holds a lock on it); wait for that "
+                f"process to end or stop it, or choose another {self.field}"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
         return self
+
+    def record(self) -> None:
+        """Write this process's PID into ``DIR/.lock`` (for the message of a refused second process);
+        call it only once the directory is accepted as this process's to write into."""
+        self.path.write_text(f"{os.getpid()}\n")
 
     def release(self) -> None:
         if self._fd is not None:

@@ -52,7 +52,16 @@ from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
 from pasodoble.parallel import GenerationReplica, ReplicaBackend, build_accelerator, init_processes
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rollout import make_backend
-from pasodoble.rundir import LOCK, RunLock, check_out_dir, clear_run_dir, write_marker
+from pasodoble.rundir import (
+    LOCK,
+    MARKER,
+    RunLock,
+    check_out_dir,
+    check_writable,
+    clear_run_dir,
+    remove_unstarted_run,
+    write_marker,
+)
 from pasodoble.topology import check_shared_filesystem, validate_topology
 from pasodoble.verify import Grader
 
@@ -121,6 +130,7 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.lock is None:
                 self.lock = RunLock(run_dir).acquire()
+                self.lock.record()
             write_marker(run_dir)
             if not resume:
                 save_config(cfg, run_dir / "config.yaml")
@@ -246,6 +256,7 @@ class Trainer:
                 "knowledge": e.knowledge.state_dict(),
                 "logger": self.logger.state(),
                 "layout": {"strategy": self.parallelism.strategy, "processes": dist.world_size()},
+                "computing_config": computing_fields(self.cfg),
             }
 
         return save_collective(
@@ -493,6 +504,7 @@ RESUME_OVERRIDES = (
     "eval.*",
     "grader.workers",
     "grader.cache_size",
+    "grader.timeout_s",
     "vllm.*_url",
     "vllm.*_timeout_s",
     "distributed.gpus_per_node",
@@ -514,6 +526,45 @@ def _get(cfg: Config, key: str) -> Any:
     for part in key.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def computing_fields(cfg: Config) -> dict[str, Any]:
+    """The fields that change what a run computes (all but ``RESUME_OVERRIDES`` and ``run.out_dir``), flat
+    ``section.field -> value``: every checkpoint records them, and ``--resume`` refuses a config.yaml
+    edited by hand in any of them."""
+    import fnmatch
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return {
+        k: v
+        for k, v in flat(cfg.to_dict()).items()
+        if k != "run.out_dir" and not any(fnmatch.fnmatchcase(k, pat) for pat in RESUME_OVERRIDES)
+    }
+
+
+def check_computing_fields(cfg: Config, recorded: dict[str, Any] | None, cfg_path: Path) -> None:
+    """``ConfigError`` naming the fields of ``cfg`` that differ from those the checkpoint ``recorded``
+    (``config.yaml`` edited by hand); checkpoints written before the record existed are not checked."""
+    if not recorded:
+        return
+    now = computing_fields(cfg)
+    differ = [
+        k for k in sorted(set(now) | set(recorded)) if now.get(k, "<absent>") != recorded.get(k, "<absent>")
+    ]
+    if differ:
+        shown = ", ".join(
+            f"{k} ({recorded.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r})" for k in differ[:5]
+        )
+        raise ConfigError(
+            f"{cfg_path} differs from the run's checkpoint in {shown}"
+            f"{f' and {len(differ) - 5} more' if len(differ) > 5 else ''}: it was edited by hand, and these "
+            "fields change what the run computes; restore them, or start a new run"
+        )
 
 
 def resume_overrides(cfg: Config, overrides: list[str], reached_step: int) -> list[str]:
@@ -560,17 +611,22 @@ def run_training(
     The directory must be new or empty. ``overwrite`` first deletes an earlier run there, and only
     what the trainer writes (``rundir.clear_run_dir``); a directory holding anything else is refused.
     """
-    run_dir = Path(cfg.run.out_dir)
+    run_dir = Path(cfg.run.out_dir).expanduser()
+    cfg.run.out_dir = str(run_dir)
     init_processes(cpu=_on_cpu(cfg))  # so that only the main process checks and locks the directory
     lock: RunLock | None = None
+    created = False  # the run made run_dir: a run that fails to start removes it again
 
     def check() -> None:
-        nonlocal lock
+        nonlocal lock, created
         check_out_dir(run_dir)
-        lock = RunLock(run_dir).acquire()  # held from here to the end of the run
+        check_writable(run_dir, "run.out_dir")
+        created = not run_dir.exists()
+        lock = RunLock(run_dir).acquire()  # held from here to the end of the run; writes nothing
         if overwrite:
             clear_run_dir(run_dir, locked=True)
-        if any(p.name != LOCK for p in run_dir.iterdir()):
+        # a .lock of our own sits next to our marker; one without it is the user's file
+        if any(p.name != LOCK or not (run_dir / MARKER).exists() for p in run_dir.iterdir()):
             if latest_checkpoint(run_dir) is not None:
                 raise UserError(
                     f"{run_dir} already holds a run with checkpoints; continue it with "
@@ -581,13 +637,24 @@ def run_training(
                 f"run.out_dir={run_dir} is not empty; choose another run.out_dir, or pass --overwrite to "
                 "replace an earlier run there"
             )
+        lock.record()  # accepted: from here the directory is this run's
 
     try:
         dist.main_then_broadcast(check)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+    try:
         trainer = Trainer(
             cfg, run_dir, resume=False, backend_factory=backend_factory, relabel=relabel, lock=lock
         )
     except BaseException:
+        # a run that never started leaves nothing behind: what it wrote goes (the directory was empty)
+        if dist.is_main() and run_dir.is_dir():
+            remove_unstarted_run(run_dir, remove_directory=created)
         if lock is not None:
             lock.release()
         raise
@@ -617,7 +684,11 @@ def resume_training(
     init_processes(cpu=_on_cpu(cfg))
     lock = RunLock(run_dir).acquire() if dist.is_main() else None  # refused while the run still goes
     try:
-        reached = int(read_checkpoint_state(ckpt)["state"]["counters"]["step"])
+        if lock is not None:
+            lock.record()
+        ckpt_state = read_checkpoint_state(ckpt)["state"]
+        check_computing_fields(cfg, ckpt_state.get("computing_config"), cfg_path)
+        reached = int(ckpt_state["counters"]["step"])
         applied = resume_overrides(cfg, overrides, reached) if overrides else []
         if applied and dist.is_main():
             print(f"pasodoble train --resume: applied {', '.join(applied)}", file=sys.stderr, flush=True)

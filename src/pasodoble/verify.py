@@ -22,6 +22,7 @@ import atexit
 import logging
 import math
 import multiprocessing as mp
+import os
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing.connection import wait as _mp_wait
 
-from pasodoble.config import GraderConfig
+from pasodoble.config import MAX_GRADER_TIMEOUT_S, GraderConfig
 from pasodoble.extract import extract_answer, extraction_fallbacks
 from pasodoble.normalize import (
     _compact,
@@ -269,7 +270,8 @@ def answers_equivalent(pred: str, gold: str, *, timeout_s: float = 5.0) -> bool:
 
 def _main_thread_timeout(timeout_s: float) -> int | None:
     if threading.current_thread() is threading.main_thread():
-        return max(1, math.ceil(timeout_s))
+        # signal.alarm takes whole seconds up to a C unsigned int: a day at most (inf, 1e12 overflowed)
+        return max(1, math.ceil(min(timeout_s, MAX_GRADER_TIMEOUT_S))) if timeout_s == timeout_s else 1
     return None
 
 
@@ -625,9 +627,14 @@ class Grader:
         except Exception:
             return False, "parse_error"
 
-    def _ensure_workers(self) -> None:
+    def _ensure_workers(self, pairs: int | None = None) -> None:
+        """Start workers up to ``grader.workers``, capped by the CPU cores and by ``pairs`` to check: more
+        processes than either only cost memory (``--workers 64`` for 2 pairs on 2 cores started 65)."""
         self._workers = [w for w in self._workers if w.proc.is_alive()]
-        while len(self._workers) < self.cfg.workers:
+        want = min(self.cfg.workers, os.cpu_count() or 1)
+        if pairs is not None:
+            want = max(len(self._workers), min(want, pairs))
+        while len(self._workers) < want:
             self._workers.append(_Worker(self._ctx, self.cfg.max_answer_chars))
 
     def _replace(self, w: _Worker) -> None:
@@ -639,12 +646,12 @@ class Grader:
     def _run_pool(
         self, keys: list[tuple[str, str]], *, bar=None, weights=None
     ) -> list[tuple[bool, str | None]]:
-        timeout = float(self.cfg.timeout_s)
+        timeout = min(float(self.cfg.timeout_s), MAX_GRADER_TIMEOUT_S)  # inf would overflow select()
         n = len(keys)
         results: list[tuple[bool, str | None] | None] = [None] * n
         pending: deque[int] = deque(range(n))
         remaining = n
-        self._ensure_workers()
+        self._ensure_workers(n)
         nw = len(self._workers)
         chunk = max(1, min(32, math.ceil(n / (nw * 8))))
         startup_deadline = time.monotonic() + 120.0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pasodoble.errors import UserError
 from pasodoble.extract import EXTRACT_MODES
+from pasodoble.rundir import check_writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,14 +75,18 @@ def _read(path: Path) -> tuple[list[dict], list[str], str]:
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     text = raw.decode("utf-8", errors="replace")
-    lines = text.splitlines()
+    # JSONL lines end with "\n" only (a "\r" before it is dropped): U+2028, U+0085 or a bare "\r" inside
+    # a string, which str.splitlines() would also split at, are part of their line
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     blank = sum(1 for line in lines if not line.strip())
     read = f"read {len(raw)} bytes, {len(lines)} line(s), {blank} blank"
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, strict=False)  # raw control characters inside strings are kept
         except json.JSONDecodeError as exc:
             errors.append(f"line {lineno}: not valid JSON ({exc.msg})")
             continue
@@ -156,13 +161,15 @@ def _write_atomic(path: Path, lines: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pasodoble.config import GraderConfig
+    from pasodoble.config import MAX_GRADER_TIMEOUT_S, GraderConfig
     from pasodoble.verify import Grader
 
     cfg = GraderConfig()
     if args.timeout is not None:
-        if not args.timeout > 0:
-            raise UserError(f"--timeout must be > 0; got {args.timeout}")
+        if not 0 < args.timeout <= MAX_GRADER_TIMEOUT_S:  # also refuses nan and inf
+            raise UserError(
+                f"--timeout must be in (0, {MAX_GRADER_TIMEOUT_S:.0f}] seconds; got {args.timeout}"
+            )
         cfg.timeout_s = args.timeout
     if args.workers is not None:
         if args.workers < 0:
@@ -173,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
 
     in_path, out_path = Path(args.input), Path(args.out)
     _check_not_input(in_path, out_path)
+    if out_path.is_dir():
+        raise UserError(f"--out {out_path} is a directory; give the path of a file to write (OUT.jsonl)")
+    check_writable(out_path.parent if str(out_path.parent) else Path("."), "--out")
     records, errors, read = _read(in_path)
     for msg in errors:
         print(f"pasodoble grade: {in_path}: {msg}", file=sys.stderr)

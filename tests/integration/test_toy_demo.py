@@ -176,6 +176,21 @@ def test_demo_writes_report_summary_plots_and_models(tiny_build, tmp_path, monke
     results = json.loads((demo / "eval" / "final" / "results.json").read_text())
     assert results["average"]["pass@1"] == pytest.approx(summary["accuracy_after"], abs=1e-4)
     assert len((demo / "eval" / "final" / "samples.jsonl").read_text().splitlines()) == 8 * 4
+    # 95% intervals (bootstrap over the 8 problems, paired for the gain), in the summary and the report
+    from pasodoble.toy.intervals import demo_intervals
+
+    before_rows = [
+        json.loads(x) for x in (demo / "eval" / "cold_start" / "samples.jsonl").read_text().splitlines()
+    ]
+    intervals = demo_intervals(before_rows, rows)
+    assert summary["accuracy_before_ci"] == intervals["accuracy_before"]
+    assert summary["accuracy_after_ci"] == intervals["accuracy_after"]
+    assert summary["gain_points_ci"] == intervals["gain_points"]
+    lo, hi = summary["accuracy_after_ci"]
+    assert lo <= summary["accuracy_after"] <= hi
+    assert summary["interval"]["problems"] == 8 and summary["interval"]["wide"]
+    assert "95% interval" in report and "so the interval is wide" in report
+    assert all(len(p["accuracy_ci"]) == 2 for p in summary["curve"])
     run_cfg = (demo / "run" / "config.yaml").read_text()
     assert "solver_reward: verify" in run_cfg and "open_thinking: false" in run_cfg
     # a second demo into the same directory needs --overwrite

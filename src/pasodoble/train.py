@@ -62,7 +62,7 @@ from pasodoble.rundir import (
     remove_unstarted_run,
     write_marker,
 )
-from pasodoble.topology import check_shared_filesystem, validate_topology
+from pasodoble.topology import check_shared_filesystem, engine_context_length, validate_topology
 from pasodoble.verify import Grader
 
 
@@ -201,9 +201,12 @@ class Trainer:
                 replica.model if replica is not None else learner.unwrapped_model,
                 tokenizer,
                 generation_batch_size=cfg.rollout.generation_batch_size,
-                role=name,
-                config=cfg,
                 compute_dtype=par.compute_dtype,
+                role=name,
+                vllm_cfg=cfg.vllm,
+                engine_dtype=cfg.model.dtype,
+                seed=cfg.run.seed,
+                max_model_len=engine_context_length(cfg),
             )
             if replica is not None:
                 backend = ReplicaBackend(name, backend, replica, learner.unwrapped_model)
@@ -297,7 +300,11 @@ class Trainer:
         # Every process first takes part in any pending weight load of the Solver's generator (a
         # gather under FSDP2, a colocated engine's load); then the main process generates alone.
         backend = self.engine.solver.backend
-        backend.generate([], SamplingParams(max_new_tokens=1))
+        hold = getattr(backend, "hold", None)
+        if hold is not None:  # a vLLM engine keeps the Solver's weights until the next step's generation
+            hold()
+        else:
+            backend.generate([], SamplingParams(max_new_tokens=1))
         if not dist.is_main():
             return {}
         local = getattr(backend, "local", None)

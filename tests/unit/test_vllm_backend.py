@@ -15,8 +15,9 @@ import torch
 
 from pasodoble.config import load_config
 from pasodoble.errors import UserError
-from pasodoble.rollout import vllm as vllm_mod
 from pasodoble.rollout.base import SamplingParams
+from pasodoble.rollout.vllm import local as local_mod
+from pasodoble.rollout.vllm import server as server_mod
 from pasodoble.rollout.vllm import ColocatedEngine, RemoteEngine, TRLEngine, VLLMBackend, make_server
 from pasodoble.testing.tiny import build_tiny_model
 from pasodoble.weights import full_state_items
@@ -131,15 +132,14 @@ def test_stop_ids_include_the_chat_end_of_turn_for_a_base_model_eos(tiny_model, 
 
 def test_one_engine_serves_both_roles_with_weights_swapped_at_each_switch(tiny_tokenizer, monkeypatch):
     freed = []
-    monkeypatch.setattr(vllm_mod, "free_device_cache", lambda: freed.append(len(fake.events)))
+    monkeypatch.setattr(local_mod, "free_device_cache", lambda: freed.append(len(fake.events)))
     fake = FakeEngine(tiny_tokenizer.eos_token_id)
     shared = ColocatedEngine(fake, sleep_between_steps=True, dtype=torch.bfloat16)
     assert fake.events == ["sleep2"]  # dummy weights: asleep until the first role generates
     proposer, solver = build_tiny_model(tiny_tokenizer, seed=0), build_tiny_model(tiny_tokenizer, seed=1)
-    cfg = _cfg("model.dtype=bfloat16")
     roles = {
-        "proposer": VLLMBackend(proposer, tiny_tokenizer, engine=shared, role="proposer", config=cfg),
-        "solver": VLLMBackend(solver, tiny_tokenizer, engine=shared, role="solver", config=cfg),
+        "proposer": VLLMBackend(proposer, tiny_tokenizer, engine=shared, role="proposer", dtype="bfloat16"),
+        "solver": VLLMBackend(solver, tiny_tokenizer, engine=shared, role="solver", dtype="bfloat16"),
     }
 
     def bf16(model):
@@ -196,11 +196,25 @@ def test_colocated_backends_share_one_engine_started_from_dummy_weights(
             super().__init__(eos=2)
             built.append((kw, sorted(os.listdir(model_dir))))
 
-    monkeypatch.setattr(vllm_mod, "LocalEngine", Started)
-    monkeypatch.setattr(vllm_mod, "_COLOCATED", {})
+    monkeypatch.setattr(local_mod, "LocalEngine", Started)
+    monkeypatch.setattr(local_mod, "_COLOCATED", {})
     cfg = _cfg("model.dtype=bfloat16")  # defaults: colocated, prompts 2048 + 1024 new tokens
-    proposer = VLLMBackend(tiny_model, tiny_tokenizer, role="proposer", config=cfg)
-    solver = VLLMBackend(build_tiny_model(tiny_tokenizer, seed=1), tiny_tokenizer, role="solver", config=cfg)
+    from pasodoble.rollout import make_backend
+    from pasodoble.topology import engine_context_length
+
+    def build(model, role):
+        return make_backend(
+            "vllm",
+            model,
+            tiny_tokenizer,
+            role=role,
+            vllm_cfg=cfg.vllm,
+            engine_dtype=cfg.model.dtype,
+            max_model_len=engine_context_length(cfg),
+        )
+
+    proposer = build(tiny_model, "proposer")
+    solver = build(build_tiny_model(tiny_tokenizer, seed=1), "solver")
     assert proposer.shared is solver.shared and len(built) == 1  # one engine in this process
     kw, files = built[0]
     assert kw["load_format"] == "dummy" and kw["enable_sleep_mode"] and kw["dtype"] == "bfloat16"
@@ -214,11 +228,56 @@ def test_colocated_backends_share_one_engine_started_from_dummy_weights(
 def test_local_generation_refuses_to_gather_sharded_weights(tiny_model, tiny_tokenizer, monkeypatch):
     shared = ColocatedEngine(FakeEngine(2), sleep_between_steps=True, dtype=None)
     backend = VLLMBackend(tiny_model, tiny_tokenizer, engine=shared, role="solver")
-    monkeypatch.setattr(vllm_mod, "is_sharded", lambda model: True)
-    with pytest.raises(RuntimeError, match="run it on every process"):
+    monkeypatch.setattr(local_mod, "is_sharded", lambda model: True)
+    with pytest.raises(RuntimeError, match="call pin\\(\\) on every process first"):
         backend.local().generate([[1]], SamplingParams(max_new_tokens=8))
-    monkeypatch.setattr(vllm_mod, "is_sharded", lambda model: False)
+    monkeypatch.setattr(local_mod, "is_sharded", lambda model: False)
     assert len(backend.local().generate([[1]], SamplingParams(max_new_tokens=8))) == 1
+
+
+def test_hold_keeps_the_weights_for_a_main_process_evaluation_under_sleep_mode(
+    tiny_model, tiny_tokenizer, monkeypatch
+):
+    """The in-training evaluation with FSDP2 + sleep mode: every process holds the Solver's weights (a
+    collective load), then the main process generates alone several times without a reload (which would
+    need the other processes' shards), and the next collective generation puts the engine to sleep again."""
+    fake = FakeEngine(2)
+    shared = ColocatedEngine(fake, sleep_between_steps=True, dtype=None)
+    backend = VLLMBackend(tiny_model, tiny_tokenizer, engine=shared, role="solver")
+    monkeypatch.setattr(local_mod, "is_sharded", lambda model: True)
+    backend.hold()  # every process
+    assert fake.events == ["sleep2", "wake_weights", "load", "reset", "wake_kv_cache"]
+    params = SamplingParams(max_new_tokens=8)
+    for _ in range(3):  # evaluation batches on the main process
+        assert len(backend.local().generate([[1]], params)) == 1
+    assert fake.events[5:] == ["generate"] * 3  # no reload, no sleep while held
+    backend.generate([[1]], params)  # the next training step: collective, sleeps afterwards
+    assert fake.events[-2:] == ["generate", "sleep2"]
+    with pytest.raises(RuntimeError, match="call pin"):  # asleep: a solo generation must not load shards
+        backend.local().generate([[1]], params)
+
+
+def test_server_loads_a_whole_update_at_once_for_an_engine_that_cannot_stream(
+    server, tiny_model, tiny_tokenizer
+):
+    """A CPU engine (reload route) needs every tensor of a layer in one call: the server gathers the
+    buckets and loads them at /finish_update, with one reset after."""
+
+    class WholeUpdates(FakeEngine):
+        streams_weights = False
+
+    fake = WholeUpdates(tiny_tokenizer.eos_token_id)
+    remote = RemoteEngine(server(fake), connect_timeout_s=5, bucket_bytes=200_000)
+    VLLMBackend(
+        tiny_model,
+        tiny_tokenizer,
+        engine=remote,
+        role="solver",
+        vllm_cfg=_cfg("vllm.mode=server", "vllm.solver_url=x").vllm,
+    )
+    assert fake.events == ["load", "reset"]
+    assert len(fake.weights) == len(tiny_model.state_dict()) - 1  # all of it, the tied head aside
+    assert remote.health()["weights_hash"] == remote.pushed_hash
 
 
 def test_tied_weights_are_sent_once_and_untied_ones_always(tiny_tokenizer):
@@ -240,7 +299,7 @@ def test_missing_vllm_is_a_user_error(tiny_model, tiny_tokenizer):
     from pasodoble.rollout import make_backend
 
     with pytest.raises(UserError, match="install the vllm extra"):
-        make_backend("vllm", tiny_model, tiny_tokenizer, role="proposer", config=load_config(None))
+        make_backend("vllm", tiny_model, tiny_tokenizer, role="proposer")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,7 +328,7 @@ def test_server_mode_pushes_weights_at_step_0_and_checks_the_hash(server, tiny_m
     remote = RemoteEngine(url, connect_timeout_s=5, bucket_bytes=200_000)  # several buckets
     assert remote.health()["weights_hash"] == "initial"
     cfg = _cfg("vllm.mode=server", f"vllm.solver_url={url}", "model.dtype=bfloat16")
-    backend = VLLMBackend(tiny_model, tiny_tokenizer, engine=remote, role="solver", config=cfg)
+    backend = VLLMBackend(tiny_model, tiny_tokenizer, engine=remote, role="solver", vllm_cfg=cfg.vllm)
     # built = pushed: the engine holds the learner's weights (in the engine's bfloat16) before any step;
     # the tied lm_head.weight is not sent (the engine ties it to the embeddings itself)
     state = tiny_model.state_dict()
@@ -304,7 +363,7 @@ def test_a_hash_mismatch_after_a_push_is_an_error(server, tiny_model, tiny_token
             tiny_tokenizer,
             engine=Restarted(url, connect_timeout_s=5),
             role="proposer",
-            config=cfg,
+            vllm_cfg=cfg.vllm,
         )
 
 
@@ -379,15 +438,17 @@ def test_backend_sends_the_token_from_the_configured_environment_variable(
         "vllm.token_env=MY_ENGINE_TOKEN",
         "vllm.connect_timeout_s=5",
     )
-    backend = VLLMBackend(tiny_model, tiny_tokenizer, role="solver", config=cfg)  # builds its own client
+    backend = VLLMBackend(
+        tiny_model, tiny_tokenizer, role="solver", vllm_cfg=cfg.vllm
+    )  # builds its own client
     assert backend.engine.token == "abc" and backend.engine.health()["weights_version"] == 1
     monkeypatch.delenv("MY_ENGINE_TOKEN")
     with pytest.raises(RuntimeError, match="HTTP 401"):
-        VLLMBackend(tiny_model, tiny_tokenizer, role="solver", config=cfg)
+        VLLMBackend(tiny_model, tiny_tokenizer, role="solver", vllm_cfg=cfg.vllm)
 
 
 def test_serve_listens_on_loopback_and_refuses_an_open_address_without_a_token(monkeypatch, capsys):
-    monkeypatch.delenv(vllm_mod.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(server_mod.TOKEN_ENV, raising=False)
     built = []
 
     class NoEngine:
@@ -395,22 +456,22 @@ def test_serve_listens_on_loopback_and_refuses_an_open_address_without_a_token(m
             built.append(kw)
             raise SystemExit(0)  # stop before serving
 
-    monkeypatch.setattr(vllm_mod, "LocalEngine", NoEngine)
+    monkeypatch.setattr(server_mod, "LocalEngine", NoEngine)
     with pytest.raises(SystemExit) as exc:
-        vllm_mod.serve(["--model", "m", "--host", "0.0.0.0"])
+        server_mod.serve(["--model", "m", "--host", "0.0.0.0"])
     assert exc.value.code == 2 and "PASODOBLE_ENGINE_TOKEN" in capsys.readouterr().err and not built
     with pytest.raises(SystemExit):
-        vllm_mod.serve(["--model", "m"])  # default host: loopback, no token needed
-    monkeypatch.setenv(vllm_mod.TOKEN_ENV, "t")
+        server_mod.serve(["--model", "m"])  # default host: loopback, no token needed
+    monkeypatch.setenv(server_mod.TOKEN_ENV, "t")
     with pytest.raises(SystemExit):
-        vllm_mod.serve(["--model", "m", "--host", "0.0.0.0", "--load-format", "dummy"])
+        server_mod.serve(["--model", "m", "--host", "0.0.0.0", "--load-format", "dummy"])
     assert len(built) == 2 and built[1]["load_format"] == "dummy"
     assert (
-        vllm_mod._is_loopback("127.0.0.1")
-        and vllm_mod._is_loopback("::1")
-        and vllm_mod._is_loopback("localhost")
+        server_mod._is_loopback("127.0.0.1")
+        and server_mod._is_loopback("::1")
+        and server_mod._is_loopback("localhost")
     )
-    assert not vllm_mod._is_loopback("0.0.0.0") and not vllm_mod._is_loopback("10.0.0.5")
+    assert not server_mod._is_loopback("0.0.0.0") and not server_mod._is_loopback("10.0.0.5")
 
 
 def test_remote_calls_time_out_and_fail_loudly(server, tiny_tokenizer):
@@ -512,7 +573,7 @@ def test_trl_client_generates_with_per_prompt_seeds_and_streams_weights(
     )
     cfg = _cfg("vllm.mode=trl_server", f"vllm.proposer_url={url}", "model.dtype=bfloat16")
     backend = VLLMBackend(
-        tiny_model, tiny_tokenizer, role="proposer", config=cfg, engine=TRLEngine(url, client=client)
+        tiny_model, tiny_tokenizer, role="proposer", vllm_cfg=cfg.vllm, engine=TRLEngine(url, client=client)
     )
     # step 0: the weights went out once, announced with their names, engine dtype and shapes, then a reset
     state = tiny_model.state_dict()
@@ -549,7 +610,9 @@ def test_real_vllm_engine_generates_and_syncs(tiny_model, tiny_tokenizer):
         "rollout.max_new_tokens=16",
     )
     model = tiny_model.cuda()
-    backend = VLLMBackend(model, tiny_tokenizer, role="proposer", config=cfg)
+    backend = VLLMBackend(
+        model, tiny_tokenizer, role="proposer", vllm_cfg=cfg.vllm, dtype=cfg.model.dtype, max_model_len=80
+    )
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=3, return_logprobs=True)
     first = backend.generate([[1, 5, 6]], params)
     assert len(first[0]) == 2 and len(first[0][0].logprobs) == len(first[0][0].completion_ids)

@@ -12,15 +12,19 @@ def make_backend(
     tokenizer,
     *,
     generation_batch_size: int = 64,
-    role: str | None = None,
-    config=None,
     compute_dtype=None,
+    role: str = "policy",
+    vllm_cfg=None,
+    engine_dtype: str = "bfloat16",
+    seed: int = 0,
+    max_model_len: int = 8192,
 ) -> RolloutBackend:
     """Build a backend by config name (``rollout.backend``: hf, hf_batched or vllm).
 
-    ``role`` ('proposer' / 'solver') and ``config`` (the run's ``Config``) are used by the vllm backend:
-    its mode, server URL, memory share and timeouts come from ``config.vllm``. ``compute_dtype`` (a
-    ``torch.dtype`` or None) is the transformers backends' decode dtype (see ``HFBackend``).
+    ``compute_dtype`` (a ``torch.dtype`` or None) is the transformers backends' decode dtype (see
+    ``HFBackend``). The vllm backend takes the ``vllm`` section (``vllm_cfg``, a ``VLLMConfig``; its
+    defaults when None), ``role`` ('proposer' / 'solver': picks the server URL), the engine's dtype, seed
+    and context length.
     """
     if name == "hf":
         from pasodoble.rollout.hf import HFBackend
@@ -35,21 +39,16 @@ def make_backend(
             model, tokenizer, generation_batch_size=generation_batch_size, compute_dtype=compute_dtype
         )
     if name == "vllm":
-        from pasodoble.errors import UserError
+        from pasodoble.rollout.vllm import VLLMBackend
 
-        try:
-            from pasodoble.rollout.vllm import VLLMBackend
-        except ImportError as exc:
-            raise UserError(
-                "rollout.backend=vllm could not be loaded: install the vllm extra "
-                f"(pip install 'pasodoble[vllm]') on a CUDA machine ({exc})"
-            ) from None
-        if role is None or config is None:
-            raise UserError(
-                "rollout.backend=vllm needs make_backend(..., role=, config=) so that vllm.* (mode, URLs, "
-                "memory share, timeouts) apply; the caller did not pass them"
-            )
         return VLLMBackend(
-            model, tokenizer, generation_batch_size=generation_batch_size, role=role, config=config
+            model,
+            tokenizer,
+            role=role,
+            vllm_cfg=vllm_cfg,
+            dtype=engine_dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            generation_batch_size=generation_batch_size,
         )
     raise ValueError(f"unknown rollout backend {name!r}; use 'hf', 'hf_batched' or 'vllm'")

@@ -283,6 +283,40 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[dict[str,
     return tensors, payload["state"]
 
 
+def write_error(exc: BaseException, path: str | Path, what: str) -> UserError | None:
+    """A one-line ``UserError`` for a failed write of ``what`` at ``path`` (disk full, read-only, a file in
+    the way), or None when ``exc`` is no write error.
+
+    torch reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``
+    and safetensors as ``SafetensorError``, with the ``OSError`` (when any) in their chain.
+    """
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    os_error = next((x for x in chain if isinstance(x, OSError)), None)
+    text = " ".join(str(x) for x in chain)
+    writer_error = type(exc).__name__ == "SafetensorError" or any(
+        key in text for key in ("inline_container", "PytorchStreamWriter", "file write failed")
+    )
+    if os_error is None and not writer_error:
+        return None
+    where = Path(getattr(os_error, "filename", None) or path)
+    if os_error is not None and os_error.strerror:
+        cause = os_error.strerror
+    else:
+        probe = Path(path)
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        try:
+            full = shutil.disk_usage(probe).free < 1 << 20
+        except OSError:
+            full = False
+        cause = "no space left on device" if full else f"write failed ({' '.join(str(exc).split())[:120]})"
+    return UserError(f"cannot write {what} {where}: {cause}")
+
+
 def save_collective(
     run_dir: str | Path,
     step: int,

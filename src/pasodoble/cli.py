@@ -4,7 +4,8 @@ Every subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int
 the subcommand being run is imported (its arguments are built only then), so ``pasodoble --help``
 loads no heavy library. Options may come anywhere among a command's positional arguments
 (``pasodoble train cfg.yaml --overwrite run.out_dir=X``). User errors (``ConfigError``,
-``UserError``) print one line and exit non-zero.
+``UserError``) print one line and exit non-zero, and so does an ``OSError`` (a path that cannot be
+written or read: the path and the cause, no traceback).
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"pasodoble {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # an output location that cannot be written: read-only, a file in the way, full
+        path = f"{exc.filename}: " if exc.filename else ""
+        cause = exc.strerror or " ".join(str(exc).split())[:200]
+        print(f"pasodoble {args.command}: error: {path}{cause}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"pasodoble {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -78,6 +78,25 @@ def check_writable(directory: Path, field: str) -> None:
         )
 
 
+def check_output_dir(
+    directory: str | Path, field: str = "--out", *, inputs: dict[str, str] | None = None
+) -> Path:
+    """``check_writable`` for a command's output directory, and ``UserError`` when it is, or lies inside,
+    one of ``inputs`` (option -> path, e.g. ``{"--model": MODEL_DIR}``): results would mix into it."""
+    out = Path(directory).expanduser()
+    check_writable(out, field)
+    for option, value in (inputs or {}).items():
+        src = Path(value).expanduser()
+        if src.is_dir():
+            o, i = out.resolve(), src.resolve()
+            if o == i or i in o.parents:
+                raise UserError(
+                    f"{field} {out} is {'the' if o == i else 'inside the'} {option} directory {src}; "
+                    f"write the results elsewhere so they do not mix with it"
+                )
+    return out
+
+
 def remove_unstarted_run(run_dir: Path, *, remove_directory: bool) -> None:
     """Delete what a run that failed before its first step wrote into ``run_dir`` (accepted empty, so all
     of it is the trainer's, ``OWNED`` entries only), and the directory itself when the run made it."""
@@ -133,7 +152,9 @@ def clear_owned(directory: Path, *, marker: str, owned: tuple[str, ...], writer:
             shutil.rmtree(p)
         else:
             p.unlink()
-    with contextlib.suppress(FileNotFoundError):  # the PID record of the run deleted (the lock is on the directory)
+    with contextlib.suppress(
+        FileNotFoundError
+    ):  # the PID record of the run deleted (the lock is on the directory)
         (directory / LOCK).unlink()
 
 

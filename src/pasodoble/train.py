@@ -33,6 +33,7 @@ from pasodoble.checkpoint import (
     read_checkpoint_state,
     save_collective,
     verify_checkpoint,
+    write_error,
 )
 from pasodoble.config import (
     Config,
@@ -262,9 +263,19 @@ class Trainer:
                 "computing_config": computing_fields(self.cfg),
             }
 
-        return save_collective(
-            self.run_dir, self.counters.step, write=write, state=state, keep=self.cfg.run.keep_checkpoints
-        )
+        try:
+            return save_collective(
+                self.run_dir, self.counters.step, write=write, state=state, keep=self.cfg.run.keep_checkpoints
+            )
+        except Exception as exc:
+            error = write_error(
+                exc, self.run_dir / "checkpoints", f"the checkpoint of step {self.counters.step} in"
+            )
+            if error is None:
+                raise
+            last = latest_checkpoint(self.run_dir)
+            kept = f"; the last complete checkpoint, {last.name}, is intact" if last else ""
+            raise UserError(f"{error}{kept}") from None
 
     def restore(self, path: Path) -> None:
         dist.main_then_broadcast(lambda: verify_checkpoint(path))  # every file against its sha256
@@ -361,6 +372,10 @@ class Trainer:
     def _on_signal(self, signum, _frame) -> None:
         if self._stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C aborts without a checkpoint
+        if self._stop_signal is not None:  # a second SIGTERM: the stop is under way, the exit unchanged
+            if dist.is_main():
+                print("pasodoble train: SIGTERM again: already stopping", file=sys.stderr, flush=True)
+            return
         self._stop_signal = signum
         if dist.is_main():
             name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
@@ -383,7 +398,9 @@ class Trainer:
         total = total_steps(cfg)
         if dist.is_main():  # printed once everything is built: no silent fallback
             print(f"pasodoble train: {self.parallelism.describe()}", file=sys.stderr, flush=True)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous_handlers = {
+            s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+        }
         bar = tqdm(
             total=total,
             initial=self.counters.step,
@@ -431,12 +448,21 @@ class Trainer:
                 self.save()
         finally:
             bar.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            # the handlers stay until close(): a SIGTERM during the rest of the shutdown (the final models,
+            # closing trackers and grader workers) is acknowledged, not fatal, after the checkpoint
         interrupted = self._stop_signal is not None
         if not interrupted:  # collective: every rank takes part, the main process writes
-            self.engine.proposer.learner.save_pretrained(self.run_dir / "proposer_final")
-            self.engine.solver.learner.save_pretrained(self.run_dir / "solver_final")
+            for role in (self.engine.proposer, self.engine.solver):
+                final = self.run_dir / f"{role.name}_final"
+                try:
+                    role.learner.save_pretrained(final)
+                except Exception as exc:
+                    error = write_error(exc, final, "the final model")
+                    if error is None:
+                        raise
+                    raise UserError(
+                        f"{error}; the checkpoint of step {self.counters.step} is complete"
+                    ) from None
         return {
             "steps": self.counters.step,
             "updates": self.counters.updates,
@@ -488,6 +514,9 @@ class Trainer:
         path.write_text("".join(ln + "\n" for ln in keep))
 
     def close(self) -> None:
+        for s, handler in getattr(self, "_previous_handlers", {}).items():
+            signal.signal(s, handler)
+        self._previous_handlers = {}
         self.logger.close()
         if self.engine.grader is not None:
             self.engine.grader.close()

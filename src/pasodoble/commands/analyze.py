@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--questions", required=True, help="JSONL with a 'problem' field per line (e.g. rollouts.jsonl)"
     )
     mem.add_argument("--prefix", default="0.2,0.4,0.6,0.8", help="comma-separated prefix fractions in (0, 1)")
-    mem.add_argument("--limit", type=int, default=None, help="only the first N distinct questions")
+    mem.add_argument(
+        "--limit", type=int, default=None, help="only the first N distinct questions, N >= 1 (default: all)"
+    )
     mem.add_argument(
         "--valid-only",
         action="store_true",
@@ -52,7 +54,15 @@ def run(args: argparse.Namespace) -> int:
         write_memorization,
     )
     from pasodoble.eval.runner import load_model_for_eval
+    from pasodoble.rundir import check_output_dir
 
+    if args.limit is not None and args.limit < 1:  # 0 and -1 analysed one question
+        raise UserError(f"--limit must be >= 1 (omit it for all questions); got {args.limit}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1; got {args.threads}")
+    check_output_dir(args.out, inputs={"--model": args.model})
     try:
         prefixes = [float(x) for x in args.prefix.split(",") if x.strip()]
     except ValueError:

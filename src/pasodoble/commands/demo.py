@@ -41,11 +41,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pasodoble.config import MAX_SEED, parse_overrides
     from pasodoble.errors import UserError
-    from pasodoble.toy.demo import run_demo
+    from pasodoble.rundir import check_writable
+    from pasodoble.toy.demo import MODEL_DIRS, run_demo
 
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1; got {args.steps}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must be in 0..{MAX_SEED} (2^32 - 1); got {args.seed}")
+    if "out_dir" in parse_overrides(args.overrides).get("run", {}):
+        raise UserError(
+            f"run.out_dir is the demo's own ({args.out}/run, which report.md describes); choose the demo "
+            "directory with --out instead"
+        )
+    if args.models:
+        missing = [name for name in MODEL_DIRS if not (Path(args.models) / name / "config.json").is_file()]
+        if missing:
+            raise UserError(
+                f"--models {args.models} is not a toy build's model directory (no {', '.join(missing)} with a "
+                "config.json); give the --out of `pasodoble toy build`, or omit --models for the shipped ones"
+            )
+    check_writable(Path(args.out), "--out")
     if args.eval_limit is not None and args.eval_limit < 1:
         raise UserError(f"--eval-limit must be >= 1; got {args.eval_limit}")
     summary = run_demo(

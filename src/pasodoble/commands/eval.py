@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import math
+from pathlib import Path
 
 from pasodoble.config import EvalConfig, GraderConfig, RolloutConfig
 from pasodoble.errors import UserError
@@ -121,8 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    from pasodoble.config import MAX_SEED
+
     if args.samples < 1:
         raise UserError(f"--samples must be >= 1; got {args.samples}")
+    if not math.isfinite(args.temperature):  # nan ran and wrote NaN into results.json
+        raise UserError(f"--temperature must be a finite number >= 0 (0 = greedy); got {args.temperature}")
     if args.temperature < 0:
         raise UserError(f"--temperature must be >= 0 (0 = greedy); got {args.temperature}")
     if not 0 < args.top_p <= 1:
@@ -133,32 +139,54 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--problems-per-call must be >= 1; got {args.problems_per_call}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1; got {args.limit}")
-    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UserError("--backend vllm needs vLLM: install the extra with  pip install -e '.[vllm]'")
-
-
-def _make_backend(name: str, model, tokenizer, batch_size: int):
-    if name == "hf":
-        from pasodoble.rollout.hf import HFBackend
-
-        return HFBackend(model, tokenizer, generation_batch_size=batch_size)
-    try:
-        from pasodoble.rollout import make_backend
-
-        return make_backend("vllm", model, tokenizer, generation_batch_size=batch_size)
-    except ImportError as exc:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.max_prompt_tokens < 1:
+        raise UserError(f"--max-prompt-tokens must be >= 1; got {args.max_prompt_tokens}")
+    if args.grader_workers < 0:
+        raise UserError(f"--grader-workers must be >= 0; got {args.grader_workers}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1; got {args.threads}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must be in 0..{MAX_SEED} (2^32 - 1); got {args.seed}")
+    if Path(args.model).expanduser().is_file():
         raise UserError(
-            f"--backend vllm is not available ({exc}); install the extra with  pip install -e '.[vllm]'"
-        ) from None
+            f"--model {args.model} is a file; give a model directory, a Hugging Face name or a training "
+            "checkpoint RUN/checkpoints/step_N"
+        )
+    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        from pasodoble.rollout.vllm.common import missing_extra
+
+        raise missing_extra("--backend vllm", ModuleNotFoundError("No module named 'vllm'"))
+
+
+def _make_backend(name: str, model, tokenizer, args: argparse.Namespace):
+    from pasodoble.config import VLLMConfig
+    from pasodoble.rollout import make_backend
+
+    # vllm: one colocated engine built from the loaded model (a checkpoint's weights included); awake
+    # throughout (nothing trains beside it)
+    return make_backend(
+        name,
+        model,
+        tokenizer,
+        generation_batch_size=args.batch_size,
+        vllm_cfg=VLLMConfig(sleep_between_steps=False, gpu_memory_utilization=0.5),
+        engine_dtype=args.dtype,
+        seed=args.seed,
+        max_model_len=args.max_prompt_tokens + args.max_new_tokens,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pasodoble.eval.benchmarks import load_benchmark, parse_benchmark_list
     from pasodoble.eval.runner import BackendGenerator, EvalSettings, load_model_for_eval, run_eval
     from pasodoble.export import open_role, resolve
+    from pasodoble.rundir import RunLock, check_output_dir
     from pasodoble.verify import Grader
 
     _check_args(args)
+    out = check_output_dir(args.out, inputs={"--model": args.model})
     model_name, train_config, ckpt = args.model, args.train_config, None
     found = resolve(args.model, args.role)
     if found is not None:  # a training checkpoint: its role, verified; the run's config by default
@@ -203,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         checkpoint=ckpt,
     )
-    backend = _make_backend(args.backend, model, tokenizer, args.batch_size)
+    backend = _make_backend(args.backend, model, tokenizer, args)
     generator = BackendGenerator(
         backend,
         tokenizer,
@@ -215,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
         template=template,
         open_thinking=open_thinking,
     )
-    with Grader(GraderConfig(workers=args.grader_workers)) as grader:
+    # one evaluation at a time per --out (two appended the same rows to samples.jsonl); writes nothing
+    with RunLock(out, field="--out"), Grader(GraderConfig(workers=args.grader_workers)) as grader:
         results = run_eval(
             settings,
             benchmarks,

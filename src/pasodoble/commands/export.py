@@ -32,9 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pasodoble.errors import UserError
     from pasodoble.export import export_role, open_role, resolve, run_directory_hint
+    from pasodoble.rundir import check_writable
 
+    check_writable(Path(args.out).expanduser(), "--out")
     found = resolve(args.checkpoint, args.role)
     if found is None:
         raise UserError(

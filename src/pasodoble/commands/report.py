@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pasodoble.eval.report import write_report
+    from pasodoble.rundir import check_output_dir
+
+    check_output_dir(args.out)
 
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     write_report(args.results, args.out, labels=labels, metric=args.metric)

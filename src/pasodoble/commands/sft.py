@@ -183,7 +183,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pasodoble.errors import UserError
+    from pasodoble.rundir import check_writable
+
+    if getattr(args, "out", None):
+        check_writable(Path(args.out).expanduser(), "--out")
 
     if args.sft_command == "build-data":
         from pasodoble.sft.build_data import BuildDataConfig, build_data

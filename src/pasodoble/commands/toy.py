@@ -39,10 +39,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
+    from pathlib import Path
 
     from pasodoble.errors import UserError
-    from pasodoble.toy.build import BuildSettings, build, export_assets, parse_setting
+    from pasodoble.rundir import check_writable
+    from pasodoble.toy.build import STAGES, BuildSettings, build, export_assets, parse_setting
 
+    out = Path(args.out).expanduser()
+    check_writable(out, "--out")
+    # a build directory holds build.json once its first stage is done, and stage directories before that;
+    # a non-empty directory with neither is someone else's
+    if (
+        out.is_dir()
+        and not (out / "build.json").is_file()
+        and any(p.name not in STAGES for p in out.iterdir())
+    ):
+        raise UserError(
+            f"--out {out} is a non-empty directory that holds no toy build (no build.json); choose a new or "
+            "empty directory, or the --out of an earlier build to finish it"
+        )
     settings = replace(BuildSettings(), **dict(parse_setting(text) for text in args.settings))
     if args.export and (args.until is not None or args.settings):
         raise UserError("--export ships the default build: use it without --until and --set")

@@ -705,8 +705,10 @@ def resume_training(
 
     ``overrides`` may change only operational fields (``RESUME_OVERRIDES``); what was applied is printed.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     cfg_path = run_dir / "config.yaml"
+    if run_dir.is_dir() and cfg_path.is_file():
+        check_writable(run_dir, "--resume")
     if not cfg_path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
     try:

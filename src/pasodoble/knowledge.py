@@ -127,6 +127,14 @@ def _parquet_snippets(path: Path, field: str, prefix: str) -> Iterator[Snippet]:
     names = pf.schema_arrow.names
     if field not in names:
         raise _field_error(path, "", field, names)
+    kind = pf.schema_arrow.field(field).type
+    import pyarrow as pa
+
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+        raise UserError(  # an integer column used to read as "empty"
+            f"knowledge file {path}: column '{field}' holds {kind}, not text; set knowledge.text_field to "
+            "the column holding the snippet text"
+        )
     row = 0
     # one row group at a time: over all row groups at once, pyarrow reads ahead (the whole file, measured)
     for group in range(pf.num_row_groups):

@@ -289,3 +289,19 @@ def test_class12_bad_config_files_are_one_line_errors(tmp_path, content, needle)
     with pytest.raises(ConfigError, match=needle) as info:
         load_config(path)
     assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+# ---------------------------------------------------------------------------------------------- also
+@pytest.mark.parametrize("values", [[1, 2, 3], [1.5, 2.5]])  # issue: integers; ours: floats
+def test_also_a_non_text_parquet_column_names_its_type(tmp_path, values):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pasodoble.config import KnowledgeConfig
+    from pasodoble.errors import UserError
+    from pasodoble.knowledge import KnowledgeBase
+
+    path = tmp_path / "k.parquet"
+    pq.write_table(pa.table({"text": values}), path)
+    with pytest.raises(UserError, match="column 'text' holds .*, not text"):
+        KnowledgeBase(KnowledgeConfig(source=str(path))).sample(None)

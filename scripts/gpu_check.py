@@ -903,11 +903,11 @@ def run_one(args, name: str, cap: float, stop: dict[str, Any]) -> dict[str, Any]
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGUSR1)  # faulthandler: where it is stuck, into its log
         time.sleep(1.0)
-        _kill_group(proc)
     finally:
         stop["proc"] = None
-    reader.join(timeout=5)
     seconds = round(time.perf_counter() - started, 1)
+    _kill_group(proc)  # at the cap, the check; after it, anything it left running (GPU memory held)
+    reader.join(timeout=5)
     entry: dict[str, Any] = {"cap_s": cap, "seconds": seconds}
     payload = None
     if result_path.is_file():

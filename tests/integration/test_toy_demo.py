@@ -282,3 +282,55 @@ def test_rl_probe_runs_side_by_side_from_one_model(tiny_build, tmp_path, monkeyp
         probe.parse_run("x:learning_rate=1")
     with pytest.raises(SystemExit, match="needs a float"):
         probe.parse_run("x:lr=fast")
+
+
+def test_paper_in_miniature_runs_every_variant_and_writes_the_table(tiny_build, tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_in_miniature.py"
+    spec = importlib.util.spec_from_file_location("paper_in_miniature", path)
+    paper = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "paper_in_miniature", paper)
+    spec.loader.exec_module(paper)
+    out, _ = tiny_build
+    monkeypatch.setenv("PASODOBLE_CACHE", str(tmp_path / "cache"))
+    paper_out = tmp_path / "paper"
+    argv = [
+        "--out",
+        str(paper_out),
+        "--models",
+        str(out),
+        "--seeds",
+        "0",
+        "--steps",
+        "5",
+        "--eval-limit",
+        "6",
+    ]
+    argv += ["--jobs", "2", "run.progress=false", "eval.limit=3", "eval.every=5"]
+    argv += ["rollout.max_new_tokens=24", "proposer.max_new_tokens=24", "solver.max_new_tokens=24"]
+    assert paper.main(argv) == 0, [p.read_text()[-2000:] for p in paper_out.glob("*.log")]
+    results = json.loads((paper_out / "results.json").read_text())
+    runs = results["runs"]
+    assert set(runs) == {f"{v}-seed0" for v in paper.VARIANTS}
+    # the variants differ only as documented
+    cfg = {v: (paper_out / f"{v}-seed0" / "run" / "config.yaml").read_text() for v in paper.VARIANTS}
+    assert "solver_reward: partial-random" in cfg["partial-random-reward"]
+    assert "solver_reward: random" in cfg["random-reward"]
+    assert "mode: offline" in cfg["offline"] and "updates_per_phase: 5" in cfg["offline"]
+    assert "enabled: false" in cfg["no-knowledge"]
+    # every variant of a seed starts from the same cold-start evaluation (the dual-play run's, reused)
+    assert len({r["accuracy_before"] for r in runs.values()}) == 1
+    # (with 2 jobs the offline run starts beside the dual-play run and evaluates the cold start itself)
+    reused = {name for name, r in runs.items() if r["cold_start_eval_reused"]}
+    assert reused == {f"{v}-seed0" for v in paper.VARIANTS[2:]}
+    # offline: one phase of 5 Proposer and 5 Solver steps, at most 5 Solver updates like the 5 online steps
+    assert runs["offline-seed0"]["steps"] == 10 and runs["dual-play-seed0"]["steps"] == 5
+    assert runs["offline-seed0"]["solver_updates"] <= 5 and runs["dual-play-seed0"]["solver_updates"] <= 5
+    assert set(results["memorization"]) == {"dual-play-seed0", "no-knowledge-seed0"}
+    prefixes = [p["prefix"] for p in results["memorization"]["dual-play-seed0"]]
+    assert prefixes == [0.2, 0.4, 0.6, 0.8]
+    table = (paper_out / "results.md").read_text()
+    assert "| partial-random-reward |" in table and "exact match, with knowledge" in table

@@ -222,9 +222,14 @@ def run_demo(
     label: str | None = None,
     models: Path | None = None,
     eval_limit: int | None = None,
+    cold_start_eval: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the whole demo into ``out``; return ``summary.json``'s content."""
-    from pasodoble.train import run_training
+    """Run the whole demo into ``out``; return ``summary.json``'s content.
+
+    ``cold_start_eval``: a finished evaluation of the same cold-start Solver with the same seed and
+    ``eval_limit`` (``OUT/eval/cold_start`` of an earlier demo), copied instead of computed again
+    (``benchmarks/paper_in_miniature.py`` runs several variants per seed; the numbers are the same)."""
+    from pasodoble.train import run_training, total_steps
 
     if ablation is not None and ablation not in ABLATIONS:
         raise UserError(f"--ablation must be one of {', '.join(ABLATIONS)}; got {ablation!r}")
@@ -244,15 +249,21 @@ def run_demo(
 
     # The cold-start Solver, copied next to the final one and evaluated the same way.
     shutil.copytree(models / "solver_cold_start", out / "solver_cold_start")
-    before = evaluate_solver(
-        out / "solver_cold_start",
-        heldout,
-        out / "eval" / "cold_start",
-        cfg,
-        seed=seed,
-        samples=EVAL_SAMPLES,
-        limit=eval_limit,
-    )
+    reuse = cold_start_eval is not None and (Path(cold_start_eval) / "results.json").is_file()
+    if reuse:
+        shutil.copytree(Path(cold_start_eval), out / "eval" / "cold_start")
+        results = json.loads((out / "eval" / "cold_start" / "results.json").read_text())
+        before = float(results["average"]["pass@1"])
+    else:
+        before = evaluate_solver(
+            out / "solver_cold_start",
+            heldout,
+            out / "eval" / "cold_start",
+            cfg,
+            seed=seed,
+            samples=EVAL_SAMPLES,
+            limit=eval_limit,
+        )
     print(f"pasodoble demo: cold-start Solver held-out pass@1 = {100 * before:.1f}%")
 
     t_train = time.perf_counter()
@@ -278,7 +289,7 @@ def run_demo(
         run_dir,
         accuracy_before=before,
         accuracy_after=after,
-        steps=steps,
+        steps=total_steps(cfg),  # offline runs: max_steps phases of K_p + K_s steps
         wall_time_s=time.perf_counter() - started,
         train_time_s=train_seconds,
         seed=seed,

@@ -13,6 +13,8 @@ model's, before temperature and top-k/top-p): the learner recomputes its own and
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from pasodoble import distributed as dist
@@ -81,7 +83,9 @@ class VLLMBackend:
             return
         if dist.is_main():  # only the main process talks to the server
             self.engine = engine if engine is not None else self._client()
+        started = time.perf_counter()
         self.sync_weights(model)  # step 0: the engine serves this role's starting weights from now on
+        self._sync_seconds += time.perf_counter() - started  # reported with the first step's metrics
 
     def _client(self) -> Engine:
         v = self.vcfg

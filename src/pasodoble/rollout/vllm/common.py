@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import logging
+import sys
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -133,6 +134,9 @@ def trl_client_class():
     low, high = TRL_RANGE
     if not low <= _version_tuple(version)[:2] < high:
         log.warning("trl %s is outside the tested range >=1.16,<2 (constraints/gpu.txt)", version)
+    print(
+        f"pasodoble: vllm.mode=trl_server with TRL's VLLMClient, trl {version}", file=sys.stderr, flush=True
+    )
     return VLLMClient
 
 

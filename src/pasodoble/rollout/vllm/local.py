@@ -357,4 +357,12 @@ def colocated_engine(
     _COLOCATED["engine"] = ColocatedEngine(
         engine, sleep_between_steps=vllm_cfg.sleep_between_steps, dtype=DTYPES.get(dtype)
     )
+    if dist.is_main():  # the start-up line names what runs
+        route = "layerwise reload" if engine.reload else "in-place loads"
+        print(
+            f"pasodoble: vLLM engine: {engine.version}, colocated on {'CPU' if engine.cpu else 'CUDA'}, "
+            f"{dtype}, sleep mode {'on' if engine.sleep_mode else 'off'}, weights by {route}",
+            file=sys.stderr,
+            flush=True,
+        )
     return _COLOCATED["engine"]

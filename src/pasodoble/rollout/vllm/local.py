@@ -342,6 +342,10 @@ def colocated_engine(
     weights (the role's weights are loaded before its first generation: nothing is read from disk)."""
     if "engine" in _COLOCATED:
         return _COLOCATED["engine"]
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and max_model_len > limit:  # vLLM refuses a context longer than the model's positions
+        log.info("vLLM context length %d capped at the model's %d positions", max_model_len, limit)
+        max_model_len = int(limit)
     engine = LocalEngine(
         architecture_config_dir(model, tokenizer),
         dtype=dtype,

@@ -265,9 +265,9 @@ class HFBatchedBackend(HFBackend):
             w = self._window(column + 1, L)
             if self._graphs_on(device):
                 if w not in graphs:
-                    started = time.perf_counter()
+                    started = _now(device)  # the queued decode work is not the capture's
                     graphs[w] = self._capture(forward, w, pool, device)
-                    capture_s += time.perf_counter() - started
+                    capture_s += _now(device) - started
                 entry = graphs.get(w)
             else:
                 entry = None

@@ -1,6 +1,6 @@
 """One GRPO step (generate + score + update) with PasoDoble's learner/backend vs TRL's GRPOTrainer, on CPU.
 
-Same tiny model (``pasodoble.testing.tiny``, ~0.9 M parameters, seed 0), same chat prompts, group size
+Same tiny model (``pasodoble.tiny``, ~0.9 M parameters, seed 0), same chat prompts, group size
 6, 64 new tokens at temperature 0.6, same reward ('a 7 within the first 5 completion tokens'), dr_grpo
 loss, beta 0, one optimizer step per batch. TRL's step is timed between the trainer's
 ``on_step_begin`` and ``on_step_end`` callbacks (its generation, scoring and update all happen

@@ -163,7 +163,7 @@ def make_model(shape: str, device: str, *, seed: int = 0, dtype=None):
     if shape == "fsdp2-small":
         from transformers import Qwen3Config, Qwen3ForCausalLM
 
-        from pasodoble.testing.tiny import build_tiny_tokenizer
+        from pasodoble.tiny import build_tiny_tokenizer
         from pasodoble.topology import KNOWN_ARCHITECTURES
 
         tok = build_tiny_tokenizer()

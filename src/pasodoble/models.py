@@ -1,7 +1,7 @@
 """Loading the policy model and tokenizer: a Hugging Face name or directory, or the built-in 'tiny'.
 
 ``load_model_and_tokenizer("tiny", ...)`` builds the ~1 M-parameter Qwen3 model and byte-level
-tokenizer of ``pasodoble.testing.tiny`` (no hub, deterministic per seed). Any other value goes
+tokenizer of ``pasodoble.tiny`` (no hub, deterministic per seed). Any other value goes
 through ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``. The tokenizer always ends up
 with a pad token and left padding (what batched generation needs).
 """
@@ -93,7 +93,7 @@ def load_model_and_tokenizer(
     """
     dtype = torch_dtype(dtype or model_cfg.dtype)
     if name_or_path == "tiny":
-        from pasodoble.testing.tiny import build_tiny_model, build_tiny_tokenizer
+        from pasodoble.tiny import build_tiny_model, build_tiny_tokenizer
 
         tok = build_tiny_tokenizer()
         model = build_tiny_model(tok, seed=seed, dtype=dtype)

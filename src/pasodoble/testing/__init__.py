@@ -1,6 +1,11 @@
-"""Test fixtures that need no network: a tiny byte-level tokenizer and a ~1 M-parameter Qwen3 model."""
+"""Test fixtures only: the scripted rollout backend (``pasodoble.testing.scripted``) and the tiny
+model's toy task (``pasodoble.testing.tiny``).
 
-from pasodoble.testing.tiny import (
+The tiny model family (``model.name_or_path: tiny``) is product code in ``pasodoble.tiny``; its names
+are re-exported here so that code importing them from ``pasodoble.testing`` keeps working.
+"""
+
+from pasodoble.tiny import (
     CHATML_TEMPLATE,
     SPECIAL_TOKENS,
     TINY_CORPUS,

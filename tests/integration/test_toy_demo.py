@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from pasodoble.cli import main
 from pasodoble.errors import UserError
 from pasodoble.toy.accuracy import answer_style
-from pasodoble.toy.build import STAGES, BuildSettings, build, parse_setting
+from pasodoble.toy.build import STAGES, BuildSettings, build, parse_setting, stage_fingerprints
 
 TINY = BuildSettings(
     heldout=500,
@@ -92,6 +92,16 @@ def test_a_new_solver_mix_rebuilds_only_the_solver_stages(tiny_build, tmp_path):
     ]
     assert all(a.startswith("The answer is \\boxed{") for a in answers)
     assert not _same_weights(out / "solver_cold_start", copy / "solver_cold_start")
+    # a constant-rate Solver SFT that also keeps its model at step 2 (N) beside the final one (2N = 4)
+    snap = tmp_path / "snap"
+    shutil.copytree(out, snap)
+    build(snap, replace(TINY, solver_lr_schedule="constant", solver_snapshot_step=2))
+    assert (snap / "solver_cold_start" / "step_2" / "config.json").is_file()
+    assert not _same_weights(snap / "solver_cold_start" / "step_2", snap / "solver_cold_start")
+    lrs = [
+        r["lr"] for r in map(json.loads, (snap / "solver_cold_start" / "metrics.jsonl").open()) if "lr" in r
+    ]
+    assert lrs[-1] == lrs[-2] > 0  # constant after warm-up, not annealed to 0
     # --until stops after a stage; a stage left unfinished is built again from its start
     part = tmp_path / "part"
     assert set(build(part, TINY, until="tokenizer")["seconds"]) == {"data", "tokenizer"}
@@ -107,6 +117,13 @@ def test_a_new_solver_mix_rebuilds_only_the_solver_stages(tiny_build, tmp_path):
 def test_build_settings_from_the_command_line(capsys):
     assert parse_setting("solver_examples=32000") == ("solver_examples", 32000)
     assert parse_setting("solver_direct_share=0.25") == ("solver_direct_share", 0.25)
+    assert parse_setting("solver_lr_schedule=constant") == ("solver_lr_schedule", "constant")
+    # the Solver's new settings (issue 23) move only the Solver stages' fingerprints
+    plain = stage_fingerprints(BuildSettings())
+    mix = stage_fingerprints(
+        BuildSettings(solver_direct_min_operands=3, solver_lr_schedule="constant", solver_snapshot_step=990)
+    )
+    assert {k for k in plain if plain[k] != mix[k]} == {"solver_data", "solver_cold_start"}
     with pytest.raises(UserError, match="KEY one of heldout, validation"):
         parse_setting("solver_mix=0.5")
     with pytest.raises(UserError, match="needs an int; got '1e4'"):

@@ -253,6 +253,25 @@ def test_solver_mix_answers_a_share_directly_on_the_same_problems(solver):
         solver_examples(5, seed=3, exclude=HELD_OUT, direct_share=1.5)
 
 
+def test_solver_mix_can_keep_direct_answers_to_large_problems(solver):
+    mixed = solver_examples(N_EXAMPLES, seed=3, exclude=HELD_OUT, direct_share=0.5)
+    large = solver_examples(N_EXAMPLES, seed=3, exclude=HELD_OUT, direct_share=0.5, direct_min_operands=3)
+    # same problems; the direct answers are those of the plain mix on 3-4 operands, none on 2
+    assert [ex["messages"][0] for ex in large] == [ex["messages"][0] for ex in solver]
+    counts = {2: [0, 0], 3: [0, 0], 4: [0, 0]}  # operands -> [direct in the plain mix, direct here]
+    for ex, plain in zip(large, mixed, strict=True):
+        expr = parse_canonical(ex["messages"][0]["content"].rsplit("\n", 1)[-1])
+        direct = ex["messages"][1]["content"] == direct_answer(expr)
+        plain_direct = plain["messages"][1]["content"] == direct_answer(expr)
+        assert direct == (plain_direct and len(expr.operands) >= 3)
+        counts[len(expr.operands)][0] += plain_direct
+        counts[len(expr.operands)][1] += direct
+    # 218 / 198 / 184 problems with 2 / 3 / 4 operands; the plain mix answers 108 / 109 / 73 directly
+    assert counts == {2: [108, 0], 3: [109, 109], 4: [73, 73]}
+    with pytest.raises(ValueError, match="direct_min_operands"):
+        solver_examples(5, seed=3, exclude=HELD_OUT, direct_share=0.5, direct_min_operands=1)
+
+
 def test_answer_styles_and_their_summary():
     expr = parse_canonical("What is 7 - (20 - 50) * 3?")
     worked, direct = worked_solution(expr, boxed=True), direct_answer(expr)

@@ -63,6 +63,8 @@ class BuildSettings:
     solver_examples: int = 16000
     # share of the Solver's cold-start answers that are direct (`The answer is \\boxed{V}.`, no working)
     solver_direct_share: float = 0.5
+    # the direct answers go only to problems with at least this many operands (2: any problem)
+    solver_direct_min_operands: int = 2
     proposer_examples: int = 8000
     data_seed: int = 0
     model_seed: int = 0
@@ -72,6 +74,12 @@ class BuildSettings:
     pretrain_length: int = 256
     solver_epochs: float = 2.0
     solver_lr: float = 5e-4
+    solver_lr_schedule: str = (
+        "cosine"  # or "constant" (after warm-up): every curve point is then an SFT of that length
+    )
+    # also keep the Solver at this SFT step (0: none) in solver_cold_start/step_<n>, e.g. the half of a
+    # constant-rate run, so that N and 2N steps can both be evaluated on the held-out set
+    solver_snapshot_step: int = 0
     proposer_epochs: float = 1.0
     proposer_lr: float = 5e-4
     sft_batch_size: int = 32
@@ -90,11 +98,23 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("model_seed", "pretrain_epochs", "pretrain_lr", "pretrain_rows", "pretrain_length"),
         ("data", "tokenizer"),
     ),
-    "solver_data": (("heldout", "validation", "solver_examples", "solver_direct_share", "data_seed"), ()),
+    "solver_data": (
+        (
+            "heldout",
+            "validation",
+            "solver_examples",
+            "solver_direct_share",
+            "solver_direct_min_operands",
+            "data_seed",
+        ),
+        (),
+    ),
     "solver_cold_start": (
         (
             "solver_epochs",
             "solver_lr",
+            "solver_lr_schedule",
+            "solver_snapshot_step",
             "sft_batch_size",
             "eval_every",
             "eval_samples",
@@ -127,7 +147,7 @@ def parse_setting(text: str) -> tuple[str, Any]:
     types = {f.name: f.type for f in fields(BuildSettings)}
     if not sep or key not in types:
         raise UserError(f"--set takes KEY=VALUE with KEY one of {', '.join(types)}; got {text!r}")
-    kind = {"int": int, "float": float}[types[key]]
+    kind = {"int": int, "float": float, "str": str}[types[key]]
     try:
         return key, kind(raw)
     except ValueError:
@@ -205,6 +225,7 @@ def build_solver_data(dest: Path, s: BuildSettings) -> None:
         exclude=exclude,
         template=SOLVER_PROMPT,
         direct_share=s.solver_direct_share,
+        direct_min_operands=s.solver_direct_min_operands,
     )
     write_jsonl(examples, dest / "solver_sft.jsonl")
 
@@ -274,6 +295,9 @@ def cold_start(dest: Path, out: Path, role: str, s: BuildSettings) -> None:
     validation = _read(out / "data" / "validation.jsonl")
 
     def on_eval(model, tokenizer, step):
+        if role == "solver" and s.solver_snapshot_step and step == s.solver_snapshot_step:
+            model.save_pretrained(dest / f"step_{step}")
+            tokenizer.save_pretrained(dest / f"step_{step}")
         result = toy_solver_eval(
             model, tokenizer, validation, temperature=DEMO_TEMPERATURE, seed=0, samples=s.eval_samples
         )
@@ -292,7 +316,7 @@ def cold_start(dest: Path, out: Path, role: str, s: BuildSettings) -> None:
         eval_fraction=0.01,
         seed=s.data_seed,
         warmup_ratio=0.02,
-        lr_schedule="cosine",
+        lr_schedule=s.solver_lr_schedule if role == "solver" else "cosine",
         checkpoint_every=0,
         keep_checkpoints=1,
         eval_every=s.eval_every if role == "solver" else 0,

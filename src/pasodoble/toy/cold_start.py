@@ -21,7 +21,9 @@ format the RL stage will ask for (method.md, Cold start):
 - Solver (``solver_examples``): a canonical problem; the answer is its working ending in ``\\boxed{V}``
   or, for a ``direct_share`` of the problems drawn independently of the problem, the direct answer
   ``The answer is \\boxed{V}.`` with no working (``direct_answer``). Such a teacher gives the cold-start
-  Solver two behaviours, only one of which it can carry out reliably; RL has to pick it.
+  Solver two behaviours, only one of which it can carry out reliably; RL has to pick it. With
+  ``direct_min_operands=3`` the direct answers go only to 3-4-operand problems, whose values a small
+  model cannot find in one go however long it trains, so more SFT cannot make them right (issue 23).
 
 The values come from the generator (``toy.family.evaluate``), playing the paper's teacher; they are
 cold-start data only. Held-out problems (``exclude``) never appear. Deterministic from ``seed``.
@@ -177,13 +179,21 @@ def solver_examples(
     exclude: Iterable[str],
     template: str | None = None,
     direct_share: float = 0.0,
+    direct_min_operands: int = 2,
 ) -> list[dict[str, Any]]:
     """``n`` Solver examples on distinct canonical problems that are not held out: the RL Solver
     prompt, answered with the working ending in ``\\boxed{V}``, or with ``direct_answer`` for a
-    ``direct_share`` of them. The problems do not depend on ``direct_share`` (the style is drawn from
-    its own generator), and each one's style is independent of the problem."""
+    ``direct_share`` of the problems with at least ``direct_min_operands`` operands (2: any problem;
+    3: only problems a small model cannot compute in one go, so that more SFT cannot make the direct
+    answers right). The problems do not depend on the style settings (the style is drawn from its own
+    generator, once per problem whatever its size), and among the problems large enough each one's
+    style is independent of the problem."""
     if not 0.0 <= direct_share <= 1.0:
         raise ValueError(f"direct_share must be in [0, 1]; got {direct_share}")
+    if not 2 <= direct_min_operands <= 5:
+        raise ValueError(
+            f"direct_min_operands must be in 2-5 (5: no direct answers); got {direct_min_operands}"
+        )
     held_out = HeldOut.of(exclude)
     rng = random.Random(f"pasodoble-toy-solver:{seed}")
     style_rng = random.Random(f"pasodoble-toy-solver-style:{seed}")
@@ -199,7 +209,7 @@ def solver_examples(
         if problem in seen or held_out.blocks(problem, computed_units(expr)):
             continue
         seen.add(problem)
-        direct = style_rng.random() < direct_share
+        direct = style_rng.random() < direct_share and len(expr.operands) >= direct_min_operands
         answer = direct_answer(expr) if direct else worked_solution(expr, boxed=True)
         examples.append(chat(user_message(SOLVER, problem=problem, template=template), answer))
     return examples

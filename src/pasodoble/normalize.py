@@ -511,7 +511,11 @@ def quick_check(pred: str, gold: str) -> bool | None:
     gparts = _split_top_level(g) if "," in g else []
     pparts = _split_top_level(p) if "," in p else []
     if (gn is not None and len(pparts) >= 2) or (pn is not None and len(gparts) >= 2):
-        return False  # a list of several values against one number ("2, 2" vs "2"): lengths differ
+        # a list of several values against one number ("2, 2" or "2, 3" vs "2"): lengths differ; one value
+        # written in several forms ("15\\frac{39}{40}, \\frac{639}{40}") is that value
+        one, parts = (gn, pparts) if gn is not None else (pn, gparts)
+        forms = [_compact(x) for x in parts]
+        return len(set(forms)) == len(forms) and all(as_number(x) == one for x in parts)
     if len(gparts) >= 2 and "," in p:
         pparts = _split_top_level(p)
         gnums = [as_number(x) for x in gparts]

@@ -305,3 +305,11 @@ def test_also_a_non_text_parquet_column_names_its_type(tmp_path, values):
     pq.write_table(pa.table({"text": values}), path)
     with pytest.raises(UserError, match="column 'text' holds .*, not text"):
         KnowledgeBase(KnowledgeConfig(source=str(path))).sample(None)
+
+
+def test_class6_one_value_in_several_forms_is_not_a_list():
+    # MATH-500 number_theory/459's reference solution boxes the value twice, in two forms
+    assert answers_equivalent("15\\frac{39}{40}, \\frac{639}{40}", "\\frac{639}{40}") is True
+    assert answers_equivalent("0.5, \\frac{1}{2}", "0.5") is True
+    assert answers_equivalent("2, 2", "2") is False  # the same form twice is a list of two
+    assert answers_equivalent("0.5, \\frac{1}{3}", "0.5") is False

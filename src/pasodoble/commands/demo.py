@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
             f"run.out_dir is the demo's own ({args.out}/run, which report.md describes); choose the demo "
             "directory with --out instead"
         )
-    if args.models:
+    out = Path(args.out)
+    refused = out.is_dir() and any(out.iterdir()) and not args.overwrite  # run_demo says so first
+    if args.models and not refused:
         missing = [name for name in MODEL_DIRS if not (Path(args.models) / name / "config.json").is_file()]
         if missing:
             raise UserError(

@@ -55,6 +55,7 @@ ABLATION = {"random-reward": "random-reward", "partial-random-reward": "partial-
 OFFLINE_K = 5
 OFFLINE_BATCH = 8  # questions per offline Solver update (the online run trains on about this many)
 MEMORIZATION_VARIANTS = ("dual-play", "no-knowledge")
+RUN_ORDER = ("dual-play", "offline", "partial-random-reward", "no-knowledge", "random-reward", "true-answer")
 PREFIXES = (0.2, 0.4, 0.6, 0.8)
 
 
@@ -277,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         help="held-out problems before and after (quick checks; default 500)",
     )
     ap.add_argument("--no-memorization", action="store_true", help="skip the memorization analysis")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs of OUT that finished (summary.json) and run the rest",
+    )
     ap.add_argument("--table-only", action="store_true", help="only (re)write the tables from OUT")
     ap.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--memorize", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
@@ -298,10 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     if not args.table_only:
         out.mkdir(parents=True, exist_ok=True)
-        # variant-major: the dual-play runs (whose cold-start evaluation the others reuse) go first
+        # variant-major in RUN_ORDER: the dual-play runs (whose cold-start evaluation the others reuse)
+        # first, the controls that issue 18 already measured with the same command last
         jobs: list[tuple[str, list[str]]] = []
-        for v in args.variants:
+        for v in sorted(args.variants, key=RUN_ORDER.index):
             for s in args.seeds:
+                if args.resume and (out / f"{v}-seed{s}" / "summary.json").is_file():
+                    continue
                 cmd = ["--one", v, str(s), "--steps", str(steps)]
                 if args.models:
                     cmd += ["--models", args.models]
@@ -311,7 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_memorization:
             for v in MEMORIZATION_VARIANTS:
                 if v in args.variants:
-                    jobs += [(f"memorization-{v}-seed{s}", ["--memorize", v, str(s)]) for s in args.seeds]
+                    jobs += [
+                        (f"memorization-{v}-seed{s}", ["--memorize", v, str(s)])
+                        for s in args.seeds
+                        if not (
+                            args.resume
+                            and (out / f"memorization-{v}-seed{s}" / "memorization.json").is_file()
+                        )
+                    ]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         running: list[tuple[subprocess.Popen, str]] = []
         while jobs or running:

@@ -202,7 +202,7 @@ def patched_loader(shape: str, device: str, *, held_dtype=None):
     the compute dtype."""
     torch = _torch()
     import pasodoble.learner as learner_mod
-    import pasodoble.train as train_mod
+    train_mod = importlib.import_module("pasodoble.train")  # `import pasodoble.train as` gives pd.train
 
     original = train_mod.load_model_and_tokenizer
     upcast = learner_mod.upcast_master

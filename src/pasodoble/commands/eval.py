@@ -15,13 +15,8 @@ same command after an interruption continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
-import math
-from pathlib import Path
 
 from pasodoble.config import EvalConfig, GraderConfig, RolloutConfig
-from pasodoble.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,140 +117,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    from pasodoble.config import MAX_SEED
-
-    if args.samples < 1:
-        raise UserError(f"--samples must be >= 1; got {args.samples}")
-    if not math.isfinite(args.temperature):  # nan ran and wrote NaN into results.json
-        raise UserError(f"--temperature must be a finite number >= 0 (0 = greedy); got {args.temperature}")
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0 (0 = greedy); got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1]; got {args.top_p}")
-    if args.max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be >= 1; got {args.max_new_tokens}")
-    if args.problems_per_call < 1:
-        raise UserError(f"--problems-per-call must be >= 1; got {args.problems_per_call}")
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be >= 1; got {args.limit}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1; got {args.batch_size}")
-    if args.max_prompt_tokens < 1:
-        raise UserError(f"--max-prompt-tokens must be >= 1; got {args.max_prompt_tokens}")
-    if args.grader_workers < 0:
-        raise UserError(f"--grader-workers must be >= 0; got {args.grader_workers}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be >= 1; got {args.threads}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UserError(f"--seed must be in 0..{MAX_SEED} (2^32 - 1); got {args.seed}")
-    if Path(args.model).expanduser().is_file():
-        raise UserError(
-            f"--model {args.model} is a file; give a model directory, a Hugging Face name or a training "
-            "checkpoint RUN/checkpoints/step_N"
-        )
-    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        from pasodoble.rollout.vllm.common import missing_extra
-
-        raise missing_extra("--backend vllm", ModuleNotFoundError("No module named 'vllm'"))
-
-
-def _make_backend(name: str, model, tokenizer, args: argparse.Namespace):
-    from pasodoble.config import VLLMConfig
-    from pasodoble.rollout import make_backend
-
-    # vllm: one colocated engine built from the loaded model (a checkpoint's weights included); awake
-    # throughout (nothing trains beside it)
-    return make_backend(
-        name,
-        model,
-        tokenizer,
-        generation_batch_size=args.batch_size,
-        vllm_cfg=VLLMConfig(sleep_between_steps=False, gpu_memory_utilization=0.5),
-        engine_dtype=args.dtype,
-        seed=args.seed,
-        max_model_len=args.max_prompt_tokens + args.max_new_tokens,
-    )
+# the options passed on to pasodoble.api.evaluate under their own names
+OPTIONS = (
+    "model", "benchmarks", "out", "role", "samples", "temperature", "top_p", "max_new_tokens", "few_shot",
+    "train_config", "open_thinking", "backend", "limit", "seed", "data_dir", "dtype", "device", "threads",
+    "batch_size", "problems_per_call", "max_prompt_tokens", "grader_workers", "extract",
+)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from pasodoble.eval.benchmarks import load_benchmark, parse_benchmark_list
-    from pasodoble.eval.runner import BackendGenerator, EvalSettings, load_model_for_eval, run_eval
-    from pasodoble.export import open_role, resolve
-    from pasodoble.rundir import RunLock, check_output_dir
-    from pasodoble.verify import Grader
+    from pasodoble.api import evaluate
 
-    _check_args(args)
-    out = check_output_dir(args.out, inputs={"--model": args.model})
-    model_name, train_config, ckpt = args.model, args.train_config, None
-    found = resolve(args.model, args.role)
-    if found is not None:  # a training checkpoint: its role, verified; the run's config by default
-        ckpt = open_role(*found, config=args.train_config)
-        model_name, train_config = f"{ckpt.directory}/{ckpt.role}", str(ckpt.config_path)
-    elif args.role is not None:
-        raise UserError(
-            f"--role applies to a training checkpoint (RUN/checkpoints/step_N); {args.model} is not one "
-            "(no state.json): drop --role to evaluate it as a model directory or name"
-        )
-    names = parse_benchmark_list(args.benchmarks)
-    benchmarks = [load_benchmark(n, data_dir=args.data_dir, limit=args.limit) for n in names]
-    template, open_thinking = None, bool(args.open_thinking)
-    extract = args.extract or EvalConfig().extract
-    if train_config:
-        from pasodoble.config import load_config
-
-        train_cfg = load_config(train_config)
-        template, open_thinking = train_cfg.solver.prompt, open_thinking or train_cfg.rollout.open_thinking
-        extract = args.extract or train_cfg.eval.extract
-    settings = EvalSettings(
-        model=model_name,
-        benchmarks=[b.name for b in benchmarks],
-        samples=args.samples,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        few_shot=args.few_shot,
-        solver_prompt=template,
-        open_thinking=open_thinking,
-        backend=args.backend,
-        seed=args.seed,
-        limit=args.limit,
-        data_dir=args.data_dir,
-        extract=extract,
-    )
-    model, tokenizer = load_model_for_eval(
-        args.model,
-        seed=args.seed,
-        dtype=args.dtype,
-        device=args.device,
-        threads=args.threads,
-        checkpoint=ckpt,
-    )
-    backend = _make_backend(args.backend, model, tokenizer, args)
-    generator = BackendGenerator(
-        backend,
-        tokenizer,
-        few_shot=args.few_shot,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        max_prompt_tokens=args.max_prompt_tokens,
-        template=template,
-        open_thinking=open_thinking,
-    )
-    # one evaluation at a time per --out (two appended the same rows to samples.jsonl); writes nothing
-    with RunLock(out, field="--out"), Grader(GraderConfig(workers=args.grader_workers)) as grader:
-        results = run_eval(
-            settings,
-            benchmarks,
-            generator,
-            functools.partial(grader.grade_batch, extract=extract),
-            args.out,
-            problems_per_call=args.problems_per_call,
-            progress=not args.no_progress,
-        )
-    from pasodoble.eval.report import results_markdown
-
-    print(results_markdown(results), end="")
+    result = evaluate(**{name: getattr(args, name) for name in OPTIONS}, progress=not args.no_progress)
+    print(result.markdown(), end="")
     print(f"wrote {args.out}/results.json, results.md, samples.jsonl")
     return 0

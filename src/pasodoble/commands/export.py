@@ -32,21 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pasodoble.api import export
 
-    from pasodoble.errors import UserError
-    from pasodoble.export import export_role, open_role, resolve, run_directory_hint
-    from pasodoble.rundir import check_writable
-
-    check_writable(Path(args.out).expanduser(), "--out")
-    found = resolve(args.checkpoint, args.role)
-    if found is None:
-        raise UserError(
-            run_directory_hint(args.checkpoint)
-            or f"{args.checkpoint} is not a training checkpoint (no state.json); give RUN/checkpoints/step_N"
-        )
-    ckpt = open_role(found[0], found[1], config=args.train_config)
-    out = export_role(ckpt, args.out, dtype=args.dtype)
-    extra = ", LoRA adapters merged" if ckpt.lora else ""
-    print(f"wrote {out}: the {ckpt.role} of {ckpt.directory} (step {ckpt.step}, {ckpt.layout} layout{extra})")
+    result = export(args.checkpoint, args.role, args.out, dtype=args.dtype, train_config=args.train_config)
+    extra = ", LoRA adapters merged" if result.lora_merged else ""
+    print(
+        f"wrote {result.out_dir}: the {result.role} of {result.checkpoint} (step {result.step}, "
+        f"{result.layout} layout{extra})"
+    )
     return 0

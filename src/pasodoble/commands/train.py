@@ -24,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pasodoble.config import load_config
-    from pasodoble.train import resume_training, run_training
+    from pasodoble.api import resume, train
 
     if args.resume:
         overrides = list(args.overrides)
@@ -35,13 +34,13 @@ def run(args: argparse.Namespace) -> int:
                     "with --resume, give only key=value overrides (the run's config.yaml is used)"
                 )
             overrides.insert(0, args.config)
-        summary = resume_training(args.resume, overrides)
+        result = resume(args.resume, overrides)
     else:
         if args.config is None:
             raise UserError("give a config file (e.g. configs/tiny.yaml) or --resume RUN_DIR")
-        summary = run_training(load_config(args.config, args.overrides), overwrite=args.overwrite)
+        result = train(args.config, args.overrides, overwrite=args.overwrite)
     from pasodoble import distributed as dist
 
     if dist.is_main():
-        print(json.dumps(summary))
+        print(json.dumps(result.summary()))
     return 0

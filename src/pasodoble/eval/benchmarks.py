@@ -160,8 +160,26 @@ def _as_answer(value: Any) -> str:
     return str(value)
 
 
+def _qa_record(record: dict, path: Path, lineno: int) -> dict:
+    """A question-answering line (``task: qa``): ``question``, ``answers`` (a list: any counts) or
+    ``answer``, optional ``context`` (put before the question) -> ``problem``/``answer`` (a JSON list of
+    the answers when there are several, what ``tasks.qa.QAGrader`` reads)."""
+    answers = record.get("answers", record.get("answer"))
+    if isinstance(answers, list):
+        if not answers or not all(isinstance(a, str) for a in answers):
+            raise UserError(f"{path} line {lineno}: 'answers' must be a non-empty list of strings")
+        answer = answers[0] if len(answers) == 1 else json.dumps(answers, ensure_ascii=False)
+    else:
+        answer = answers
+    question = str(record["question"])
+    if record.get("context"):
+        question = f"{record['context']}\n\nQuestion: {question}"
+    return {"id": record.get("id"), "problem": question, "answer": answer}
+
+
 def read_problems_jsonl(path: str | os.PathLike[str]) -> list[Problem]:
-    """Problems from a JSONL file with ``problem`` and ``answer`` per line (``id`` optional).
+    """Problems from a JSONL file with ``problem`` and ``answer`` per line (``id`` optional), or the
+    question-answering format ``question`` + ``answers`` (a list) or ``answer``, optional ``context``.
 
     A line that is not a JSON object or lacks a field raises UserError naming the file and line.
     """
@@ -169,6 +187,8 @@ def read_problems_jsonl(path: str | os.PathLike[str]) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[str] = set()
     for lineno, record in read_jsonl(path, "benchmark file"):
+        if record.get("problem") is None and record.get("question") is not None:
+            record = _qa_record(record, path, lineno)
         for key in ("problem", "answer"):
             if record.get(key) is None:
                 raise UserError(f"{path} line {lineno}: missing field '{key}'")

@@ -216,13 +216,17 @@ def metrics_from_samples(
         selection = {b: list(problems) for b, problems in grouped.items()}
     result: dict[str, dict[str, float | int]] = {}
     for bench, ids in selection.items():
-        scores = []
+        scores, f1s = [], []
         for pid in ids:
             group = sorted(grouped.get(bench, {}).get(pid, []), key=lambda r: int(r["sample"]))
             if not group:
                 raise ValueError(f"no samples for {bench}/{pid}")
             scores.append(score_problem([r.get("pred") for r in group], [bool(r["correct"]) for r in group]))
+            if all(r.get("score") is not None for r in group):  # graders with a graded score (QA's F1)
+                f1s.append(sum(float(r["score"]) for r in group) / len(group))
         result[bench] = benchmark_metrics(scores)
+        if f1s and len(f1s) == len(ids):
+            result[bench]["f1"] = sum(f1s) / len(f1s)
     return result
 
 
@@ -321,6 +325,7 @@ def run_eval(
                             "pred": v.pred,
                             "correct": bool(v.correct),
                             "reason": v.reason,
+                            **({"score": float(v.score)} if getattr(v, "score", None) is not None else {}),
                             "finish_reason": sample.finish_reason,
                             "num_tokens": sample.num_tokens,
                         }
@@ -344,7 +349,14 @@ def run_eval(
         },
         "display_names": {b.name: b.display for b in benchmarks},
         "benchmarks": per_bench,
-        "average": average_metrics(per_bench),
+        "average": {
+            **average_metrics(per_bench),
+            **(
+                {"f1": sum(b["f1"] for b in per_bench.values()) / len(per_bench)}
+                if per_bench and all("f1" in b for b in per_bench.values())
+                else {}
+            ),
+        },
         "generated_problems": len(pending),
         "reused_problems": total - len(pending),
         "elapsed_s": round(time.time() - start, 3),

@@ -35,6 +35,9 @@ def test_the_gain_interval_is_paired():
     # every problem gained exactly 0.5: the paired interval is that point, although each accuracy
     # alone spans a wide interval (the problems differ in difficulty)
     assert paired_gain_interval(before, after) == (0.5, 0.5)
+    # before alone: a resampled mean is 0 with chance 1/256, 0.0625 with 4/256 (together 2.0% < 2.5%)
+    # and 0.125 with 14/256, so the 2.5th percentile is 0.125; it is 0.5 (the maximum) with chance
+    # 1/16 = 6.25% > 2.5%, so the 97.5th percentile is 0.5
     assert bootstrap_interval(list(before.values())) == (0.125, 0.5)
     with pytest.raises(ValueError, match="both"):
         paired_gain_interval({"a": 0.0}, {"b": 1.0})

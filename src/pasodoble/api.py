@@ -311,6 +311,7 @@ def evaluate(
     max_prompt_tokens: int = _R.max_prompt_tokens,
     grader_workers: int = _G.workers,
     extract: str | None = None,
+    task: str | None = None,
     progress: bool = True,
 ) -> EvalResult:
     """Evaluate a model on benchmarks: pass@1 over ``samples`` samples, maj@k and pass@k (``pasodoble eval``).
@@ -330,7 +331,7 @@ def evaluate(
     from pasodoble.eval.benchmarks import load_benchmark, parse_benchmark_list
     from pasodoble.export import open_role, resolve
     from pasodoble.rundir import RunLock, check_output_dir
-    from pasodoble.verify import Grader
+    from pasodoble.tasks import get_task
 
     data_dir = None if data_dir is None else str(data_dir)
     train_config = None if train_config is None else str(train_config)
@@ -348,10 +349,19 @@ def evaluate(
     names = parse_benchmark_list(benchmarks if isinstance(benchmarks, str) else ",".join(benchmarks))
     loaded = [load_benchmark(n, data_dir=data_dir, limit=limit) for n in names]
     template, thinking, extract_mode = None, bool(open_thinking), extract or EvalConfig().extract
+    task_name = task
     if train_config:
         train_cfg = load_config(train_config)
         template, thinking = train_cfg.solver.prompt, thinking or train_cfg.rollout.open_thinking
         extract_mode = extract or train_cfg.eval.extract
+        task_name = task_name or train_cfg.task.name
+    task_name = task_name or "math"
+    try:
+        the_task = get_task(task_name)
+    except ConfigError as exc:
+        raise UserError(f"--task: {str(exc).removeprefix('task.name')}") from None
+    if template is None and task_name != "math":
+        template = the_task.solver_template
     settings = runner.EvalSettings(
         model=model_name,
         benchmarks=[b.name for b in loaded],
@@ -367,6 +377,7 @@ def evaluate(
         limit=limit,
         data_dir=data_dir,
         extract=extract_mode,
+        task=task_name,
     )
     loaded_model, tokenizer = runner.load_model_for_eval(
         model, seed=seed, dtype=dtype, device=device, threads=threads, checkpoint=ckpt
@@ -383,7 +394,10 @@ def evaluate(
         open_thinking=thinking,
     )
     # one evaluation at a time per out (two appended the same rows to samples.jsonl); writes nothing
-    with RunLock(Path(out), field="--out"), Grader(GraderConfig(workers=grader_workers)) as grader:
+    with (
+        RunLock(Path(out), field="--out"),
+        the_task.make_grader(GraderConfig(workers=grader_workers)) as grader,
+    ):
 
         def grade_fn(texts, golds):
             return grader.grade_batch(texts, golds, extract=extract_mode)

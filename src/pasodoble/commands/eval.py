@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=r.top_p, help="nucleus mass (default %(default)s)")
     parser.add_argument("--max-new-tokens", type=int, default=e.max_new_tokens, help="default %(default)s")
     parser.add_argument(
+        "--task",
+        default=None,
+        help="math or qa (task.name: the Solver prompt and the grader; qa benchmark files have question and "
+        "answers fields, and F1 is reported); default: the --train-config's task, else math",
+    )
+    parser.add_argument(
         "--few-shot",
         type=int,
         default=0,
@@ -121,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 OPTIONS = (
     "model", "benchmarks", "out", "role", "samples", "temperature", "top_p", "max_new_tokens", "few_shot",
     "train_config", "open_thinking", "backend", "limit", "seed", "data_dir", "dtype", "device", "threads",
-    "batch_size", "problems_per_call", "max_prompt_tokens", "grader_workers", "extract",
+    "batch_size", "problems_per_call", "max_prompt_tokens", "grader_workers", "extract", "task",
 )  # fmt: skip
 
 

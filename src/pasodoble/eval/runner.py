@@ -37,6 +37,7 @@ RESULTS_MD = "results.md"
 
 # Settings that determine the samples: a resumed run must agree on all of them.
 IDENTITY_KEYS = (
+    "task",
     "model",
     "samples",
     "temperature",
@@ -50,7 +51,7 @@ IDENTITY_KEYS = (
     "extract",  # not a generation setting, but the stored verdicts were graded with it
 )
 # the value of an identity key in a manifest written before the key existed
-_IDENTITY_DEFAULTS = {"extract": "strict"}
+_IDENTITY_DEFAULTS = {"extract": "strict", "task": "math"}
 
 
 @dataclass
@@ -71,6 +72,7 @@ class EvalSettings:
     limit: int | None = None
     data_dir: str | None = None
     extract: str = "strict"  # answer extraction the verdicts used: strict | flexible (eval.extract)
+    task: str = "math"  # task.name: its Solver prompt and grader
 
     def identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in IDENTITY_KEYS}

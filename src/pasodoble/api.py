@@ -460,8 +460,12 @@ def export(
             or f"{checkpoint} is not a training checkpoint (no state.json); give RUN/checkpoints/step_N"
         )
     ckpt = open_role(found[0], found[1], config=train_config)
-    written = export_role(ckpt, out, dtype=dtype, adapter_only=adapter_only)  # LoRA: peft's adapter files only
-    return ExportResult(written, ckpt.directory, ckpt.role, ckpt.step, ckpt.layout, ckpt.lora and not adapter_only)
+    written = export_role(
+        ckpt, out, dtype=dtype, adapter_only=adapter_only
+    )  # LoRA: peft's adapter files only
+    return ExportResult(
+        written, ckpt.directory, ckpt.role, ckpt.step, ckpt.layout, ckpt.lora and not adapter_only
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -575,6 +575,7 @@ class Config:
     grader: GraderConfig = field(default_factory=GraderConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    init_from: InitFromConfig = field(default_factory=InitFromConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -1020,6 +1021,10 @@ def validate(cfg: Config) -> None:
         f"run.completion_chars must be >= 0 (0 = whole); got {run.completion_chars}",
     )
     _check(bool(run.out_dir), "run.out_dir must not be empty")
+    _check(
+        not cfg.init_from.state or bool(cfg.init_from.checkpoint),
+        "init_from.state=true (--init-state) needs init_from.checkpoint (--init-from RUN/checkpoints/step_N)",
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -93,9 +93,12 @@ def run_directory_hint(path: str | Path) -> str | None:
     return f"{path} is a run directory: give {ckpt} with --role, or its {path / 'solver_final'}"
 
 
-def open_role(directory: str | Path, role: str | None, *, config: str | Path | None = None) -> RoleCheckpoint:
-    """Check that ``directory`` is a complete checkpoint holding ``role``, verify the role's files and
-    find the run's config (``config`` or ``directory/../../config.yaml``). Errors are ``UserError``s."""
+def open_role(
+    directory: str | Path, role: str | None, *, config: str | Path | None = None, verify: bool = True
+) -> RoleCheckpoint:
+    """Check that ``directory`` is a complete checkpoint holding ``role``, verify the role's files (unless
+    the caller did: ``verify=False``) and find the run's config (``config`` or ``directory/../../config.yaml``).
+    Errors are ``UserError``s."""
     from pasodoble.checkpoint import read_checkpoint_state, verify_checkpoint
 
     directory = Path(directory)
@@ -117,7 +120,8 @@ def open_role(directory: str | Path, role: str | None, *, config: str | Path | N
         raise UserError(
             f"checkpoint {directory} holds no {role}.pt (not a training checkpoint of pasodoble train?)"
         )
-    verify_checkpoint(directory, mine)
+    if verify:
+        verify_checkpoint(directory, mine)
     head = _load_pt(directory / f"{role}.pt")
     layout = str(head.get("layout", "none"))
     config_path = Path(config) if config is not None else directory.parent.parent / "config.yaml"
@@ -136,18 +140,24 @@ def open_role(directory: str | Path, role: str | None, *, config: str | Path | N
     )
 
 
-def load_role_model(ckpt: RoleCheckpoint):
-    """(model, tokenizer): the role's starting model from the run's config with the checkpoint's float32
-    weights (LoRA adapters merged), on CPU, in eval mode."""
+def _run_config(ckpt: RoleCheckpoint):
     import yaml
 
     from pasodoble.config import ConfigError, config_from_dict
-    from pasodoble.models import load_model_and_tokenizer
 
     try:
-        cfg = config_from_dict(yaml.safe_load(ckpt.config_path.read_text()) or {})
+        return config_from_dict(yaml.safe_load(ckpt.config_path.read_text()) or {})
     except (yaml.YAMLError, ConfigError) as exc:
         raise UserError(f"run config {ckpt.config_path} cannot be read ({exc})") from None
+
+
+def load_role_model(ckpt: RoleCheckpoint, *, merge: bool = True):
+    """(model, tokenizer): the role's starting model from the run's config with the checkpoint's float32
+    weights (LoRA adapters merged; with ``merge=False`` a LoRA checkpoint gives the ``PeftModel``), on CPU,
+    in eval mode."""
+    from pasodoble.models import load_model_and_tokenizer
+
+    cfg = _run_config(ckpt)
     role_cfg = getattr(cfg, ckpt.role)
     path = role_cfg.model_path or cfg.model.name_or_path
     field = f"{ckpt.role}.model_path" if role_cfg.model_path else "model.name_or_path"
@@ -156,18 +166,12 @@ def load_role_model(ckpt: RoleCheckpoint):
     )
     where = f"{ckpt.directory}/{ckpt.role}"
     try:
-        if ckpt.layout in ("none", "ddp"):
-            payload = _load_pt(ckpt.directory / f"{ckpt.role}.pt")
-            if ckpt.lora:
-                model = _merge_adapters(model, payload["model"], cfg, ckpt)
-            else:
-                model.load_state_dict(payload["model"])
-        elif ckpt.layout == "fsdp2":
-            _load_dcp(model, ckpt.directory / f"{ckpt.role}.dcp")
-        elif ckpt.layout == "deepspeed_zero2":
-            model.load_state_dict(_load_deepspeed(ckpt.directory, f"{ckpt.role}.deepspeed"))
+        if ckpt.lora:
+            model = _merge_adapters(
+                model, _load_pt(ckpt.directory / f"{ckpt.role}.pt")["model"], cfg, ckpt, merge
+            )
         else:
-            raise UserError(f"checkpoint {where} has an unknown layout {ckpt.layout!r}")
+            load_role_weights(ckpt, model)
     except (RuntimeError, KeyError, ValueError) as exc:
         if isinstance(exc, UserError):
             raise
@@ -179,14 +183,43 @@ def load_role_model(ckpt: RoleCheckpoint):
     return model, tokenizer
 
 
-def export_role(ckpt: RoleCheckpoint, out: str | Path, *, dtype: str = "float32") -> Path:
+def load_role_weights(ckpt: RoleCheckpoint, model: torch.nn.Module) -> None:
+    """Fill ``model`` (a plain transformers model of the role's architecture) with the checkpoint's whole
+    float32 weights, from any layout; LoRA adapters come merged into the base the checkpoint's run names.
+    A model they do not fit raises ``RuntimeError`` or ``KeyError`` (the caller names the model)."""
+    where = f"{ckpt.directory}/{ckpt.role}"
+    if ckpt.lora:
+        merged, _ = load_role_model(ckpt)
+        model.load_state_dict(merged.state_dict())
+    elif ckpt.layout in ("none", "ddp"):
+        model.load_state_dict(_load_pt(ckpt.directory / f"{ckpt.role}.pt")["model"])
+    elif ckpt.layout == "fsdp2":
+        _load_dcp(model, ckpt.directory / f"{ckpt.role}.dcp")
+    elif ckpt.layout == "deepspeed_zero2":
+        model.load_state_dict(_load_deepspeed(ckpt.directory, f"{ckpt.role}.deepspeed"))
+    else:
+        raise UserError(f"checkpoint {where} has an unknown layout {ckpt.layout!r}")
+
+
+def export_role(
+    ckpt: RoleCheckpoint, out: str | Path, *, dtype: str = "float32", adapter_only: bool = False
+) -> Path:
     """Write the role's model as a Hugging Face directory (weights, config, tokenizer) at ``out``.
 
-    ``out`` must not exist or be empty, and may not lie inside the checkpoint. The directory is
-    written beside it under a temporary name and renamed into place when complete.
+    ``adapter_only`` (a LoRA checkpoint): peft's adapter files only (``adapter_config.json``,
+    ``adapter_model.safetensors``), loadable with ``PeftModel.from_pretrained(base, out)`` onto the role's
+    base model, which ``adapter_config.json`` names (``base_model_name_or_path``: the run's model path,
+    made absolute when it is a directory). ``out`` must not exist or be empty, and may not lie inside the
+    checkpoint. The directory is written beside it under a temporary name and renamed into place when
+    complete.
     """
     from pasodoble.models import torch_dtype
 
+    if adapter_only and not ckpt.lora:
+        raise UserError(
+            f"--adapter-only: the {ckpt.role} in {ckpt.directory} holds full weights, not LoRA adapters; "
+            "export it without --adapter-only"
+        )
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty directory; choose a new --out")
@@ -194,14 +227,20 @@ def export_role(ckpt: RoleCheckpoint, out: str | Path, *, dtype: str = "float32"
         raise UserError(
             f"--out {out} is inside the checkpoint {ckpt.directory}; choose a directory outside it"
         )
-    model, tokenizer = load_role_model(ckpt)
+    model, tokenizer = load_role_model(ckpt, merge=not adapter_only)
     model.to(torch_dtype(dtype))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        if adapter_only:
+            base = model.peft_config["default"].base_model_name_or_path or ""
+            if base and Path(base).expanduser().is_dir():
+                model.peft_config["default"].base_model_name_or_path = str(Path(base).expanduser().resolve())
+            model.save_pretrained(tmp)
+        else:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -210,7 +249,8 @@ def export_role(ckpt: RoleCheckpoint, out: str | Path, *, dtype: str = "float32"
         "role": ckpt.role,
         "step": ckpt.step,
         "layout": ckpt.layout,
-        "lora_merged": ckpt.lora,
+        "lora_merged": ckpt.lora and not adapter_only,
+        "adapter_only": adapter_only,
         "dtype": dtype,
         "run_config": str(ckpt.config_path),
     }
@@ -235,13 +275,15 @@ def _load_pt(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def _merge_adapters(model: torch.nn.Module, adapters: dict, cfg, ckpt: RoleCheckpoint) -> torch.nn.Module:
+def _merge_adapters(
+    model: torch.nn.Module, adapters: dict, cfg, ckpt: RoleCheckpoint, merge: bool = True
+) -> torch.nn.Module:
     from pasodoble import lora
 
     lora.check_available()
     peft_model = lora.wrap(model, cfg.model.lora, role=ckpt.role)
     lora.load_adapter_state_dict(peft_model, adapters)
-    return lora.merged_model(peft_model)
+    return lora.merged_model(peft_model) if merge else peft_model
 
 
 def _load_dcp(model: torch.nn.Module, path: Path) -> None:

@@ -8,8 +8,10 @@ with a pad token and left padding (what batched generation needs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -74,6 +76,7 @@ def load_model_and_tokenizer(
     seed: int = 0,
     dtype: str | None = None,
     field: str | None = None,
+    progress: bool = True,
 ):
     """Load (or, for ``'tiny'``, build) the causal LM and its tokenizer.
 
@@ -85,6 +88,8 @@ def load_model_and_tokenizer(
             learner's master weights; ``model.dtype`` is then only the compute dtype).
         field: the config field or option ``name_or_path`` came from (``solver.model_path``,
             ``--model``), named in error messages.
+        progress: False silences transformers' and huggingface_hub's progress bars ("Loading weights",
+            downloads) while loading (``run.progress=false``).
 
     Raises:
         UserError: one line naming the directory, file or name (and ``field``): a local directory
@@ -116,7 +121,8 @@ def load_model_and_tokenizer(
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with progress_bars(progress):
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except Exception as exc:  # a user's directory: corrupt weights or config raise many types
         if local:
             bad = _corrupt_weight_file(path)
@@ -141,6 +147,29 @@ def load_model_and_tokenizer(
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """With ``enabled=False``: transformers' and huggingface_hub's tqdm bars off inside the block, restored
+    after (``transformers.utils.logging.disable_progress_bar`` turns both off)."""
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    if enabled:
+        yield
+        return
+    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+        if hub_was_off:  # enable_progress_bar turned the hub's back on too
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

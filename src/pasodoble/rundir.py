@@ -36,6 +36,7 @@ OWNED: tuple[str, ...] = (
     "decisions.rank*.jsonl",
     "checkpoints",
     "eval",
+    "report",  # pasodoble report RUN_DIR
     "proposer_final",
     "solver_final",
     "tensorboard",

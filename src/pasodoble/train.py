@@ -47,10 +47,11 @@ from pasodoble.config import (
 from pasodoble.diversity import DiversityHistory
 from pasodoble.dual_play import DualPlay, Role, StepResult
 from pasodoble.errors import UserError
+from pasodoble.fork import ForkSource, check_layout, init_state, init_weights, open_fork
 from pasodoble.knowledge import KnowledgeBase
 from pasodoble.learner import Learner
 from pasodoble.metrics import RunLogger
-from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
+from pasodoble.models import load_model_and_tokenizer, progress_bars, set_cpu_threads
 from pasodoble.parallel import GenerationReplica, ReplicaBackend, build_accelerator, init_processes
 from pasodoble.plugins import StepEvent, load_callable
 from pasodoble.question_buffer import QuestionBuffer
@@ -115,10 +116,12 @@ class Trainer:
         backend_factory=None,
         relabel=None,
         lock: RunLock | None = None,
+        fork: ForkSource | None = None,
     ) -> None:
         """``backend_factory(role, model, tokenizer) -> RolloutBackend`` replaces the configured backend;
         ``relabel`` is ``DualPlay``'s diagnostic answer override (None in every normal run); ``lock``
-        is the run directory's lock when the caller took it already (main process; released by close)."""
+        is the run directory's lock when the caller took it already (main process; released by close);
+        ``fork`` is the checkpoint a new run starts from (``fork.open_fork``; ``init_from`` in the config)."""
         self.cfg = cfg
         # run.callbacks (plugins.StepCallback), on the main process
         self.callbacks = (
@@ -134,6 +137,9 @@ class Trainer:
         validate_topology(cfg)  # placement, batch sizes and memory: refuse before anything loads
         seed_everything(cfg.run.seed)
         self.accelerator, self.parallelism = build_accelerator(cfg, cpu=_on_cpu(cfg))
+        self.fork = fork
+        if fork is not None:  # --init-state into a layout its optimizer state cannot load into: refused here
+            check_layout(fork, self.parallelism.strategy, self.parallelism.num_processes)
         self.lock = lock
         if dist.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +151,8 @@ class Trainer:
                 save_config(cfg, run_dir / "config.yaml")
         check_shared_filesystem(run_dir)  # several processes (nodes) must all see run.out_dir
         self.engine = self._build()
+        if fork is not None and fork.state:
+            init_state(fork, self.engine)
         self._eval_benchmarks: list | None = None
         self.counters = Counters()
         self.logger = RunLogger(
@@ -172,10 +180,12 @@ class Trainer:
             lora.check_available()
             lora.check_layout(self.parallelism.strategy, self.parallelism.num_processes)
         model, tokenizer = load_model_and_tokenizer(
-            path, cfg.model, seed=cfg.run.seed, dtype="float32", field=field
+            path, cfg.model, seed=cfg.run.seed, dtype="float32", field=field, progress=cfg.run.progress
         )
         if adapters:  # the learner trains the adapters only; generation sees the adapted model
             model = lora.wrap(model, cfg.model.lora, role=name)
+        if self.fork is not None and not self.fork.state:  # a forked run: the checkpoint's weights
+            init_weights(self.fork, name, model, cfg)
         if not tokenizer_holder:
             tokenizer_holder.append(tokenizer)
         par = self.parallelism
@@ -413,6 +423,8 @@ class Trainer:
         total = total_steps(cfg)
         if dist.is_main():  # printed once everything is built: no silent fallback
             print(f"pasodoble train: {self.parallelism.describe()}", file=sys.stderr, flush=True)
+            if self.fork is not None:
+                print(f"pasodoble train: {self.fork.describe()}", file=sys.stderr, flush=True)
         self._previous_handlers = {
             s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
         }
@@ -471,7 +483,8 @@ class Trainer:
             for role in (self.engine.proposer, self.engine.solver):
                 final = self.run_dir / f"{role.name}_final"
                 try:
-                    role.learner.save_pretrained(final)
+                    with progress_bars(self.cfg.run.progress):  # transformers' "Writing model shards"
+                        role.learner.save_pretrained(final)
                 except Exception as exc:
                     error = write_error(exc, final, "the final model")
                     if error is None:
@@ -668,6 +681,7 @@ def run_training(
     run_dir = Path(cfg.run.out_dir).expanduser()
     cfg.run.out_dir = str(run_dir)
     init_processes(cpu=_on_cpu(cfg))  # so that only the main process checks and locks the directory
+    fork = open_fork(cfg)  # init_from: the checkpoint is checked (and recorded in cfg) before anything else
     lock: RunLock | None = None
     created = False  # the run made run_dir: a run that fails to start removes it again
 
@@ -703,7 +717,7 @@ def run_training(
         raise
     try:
         trainer = Trainer(
-            cfg, run_dir, resume=False, backend_factory=backend_factory, relabel=relabel, lock=lock
+            cfg, run_dir, resume=False, backend_factory=backend_factory, relabel=relabel, lock=lock, fork=fork
         )
     except BaseException:
         # a run that never started leaves nothing behind: what it wrote goes (the directory was empty)

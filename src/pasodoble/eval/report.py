@@ -220,3 +220,189 @@ def write_report(
     (out / "report.md").write_text(comparison_markdown(runs, metric))
     comparison_chart(runs, out / "report.png", metric)
     return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Training runs: `pasodoble report RUN_DIR [RUN_DIR ...]` plots metrics.jsonl (no evaluation needed)
+
+# (title, keys): a panel is drawn when some run logged one of its keys; "eval/*" is every held-out pass@1
+TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Proposer reward and diversity", ("proposer/reward_mean", "proposer/diversity_mean")),
+    (
+        "Pass and valid rates",
+        (
+            "solver/pass_rate",
+            "proposer/valid_rate",
+            "proposer/band_rate",
+            "proposer/validated_pass_rate_mean",
+        ),
+    ),
+    ("Losses", ("proposer/loss", "solver/loss")),
+    ("Gradient norms", ("proposer/grad_norm", "solver/grad_norm")),
+    ("Completion length (tokens)", ("proposer/completion_len_mean", "solver/completion_len_mean")),
+    ("Updates and skips (cumulative)", ("step/updates", "step/skips_total")),
+    ("Question buffer", ("buffer/size",)),
+    ("Held-out pass@1", ("eval/*",)),
+)
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """A training run directory: holds a metrics.jsonl (written from its first step)."""
+    return (Path(path) / "metrics.jsonl").is_file()
+
+
+def load_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl lines (a torn last line of a killed run is skipped); ``UserError`` if none."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    if not rows:
+        raise UserError(f"{path} holds no logged step yet")
+    return rows
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """Steps (1-based: the step count after the step) and values of ``key`` where it is a finite number."""
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
+            xs.append(int(r["step"]) + 1)
+            ys.append(float(v))
+    return xs, ys
+
+
+def _panel_keys(keys: tuple[str, ...], runs: list[tuple[str, list[dict[str, Any]]]]) -> list[str]:
+    present: list[str] = []
+    for _, rows in runs:
+        for r in rows:
+            for k in r:
+                wanted = any(
+                    k == p or (p.endswith("*") and k.startswith(p[:-1]) and k.endswith("pass@1"))
+                    for p in keys
+                )
+                if wanted and k not in present:
+                    present.append(k)
+    order = {k: i for i, k in enumerate(keys)}
+    return sorted(present, key=lambda k: order.get(k, len(order)))
+
+
+def training_markdown(
+    runs: list[tuple[str, str, list[dict[str, Any]]]], panels: list[tuple[str, list[str]]]
+) -> str:
+    lines = ["# Training runs", ""]
+    lines += [
+        "| Run | directory | steps logged | last step | updates | skips |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, path, rows in runs:
+        last = rows[-1]
+        lines.append(
+            f"| {label} | {path} | {len(rows)} | {int(last['step']) + 1} | {last.get('step/updates', '')} | "
+            f"{last.get('step/skips_total', '')} |"
+        )
+    lines += [
+        "",
+        "Each metric over the logged steps where it was recorded: first, last, mean, and the mean "
+        "of the last quarter of those steps. Plots: report.png.",
+        "",
+    ]
+    for title, keys in panels:
+        lines += [
+            f"## {title}",
+            "",
+            "| Run | metric | steps | first | last | mean | mean, last quarter |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for label, _, rows in runs:
+            for key in keys:
+                _, ys = _series(rows, key)
+                if not ys:
+                    continue
+                tail = ys[len(ys) - max(1, len(ys) // 4) :]
+                lines.append(
+                    f"| {label} | `{key}` | {len(ys)} | {ys[0]:.4g} | {ys[-1]:.4g} | {sum(ys) / len(ys):.4g} | "
+                    f"{sum(tail) / len(tail):.4g} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def training_chart(
+    runs: list[tuple[str, str, list[dict[str, Any]]]], panels: list[tuple[str, list[str]]], path: Path
+) -> None:
+    """One panel per group of metrics, one line per run and metric, over the step count (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    cols = 2 if len(panels) > 1 else 1
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.0 * cols, 3.2 * nrows), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, keys) in zip(axes.flat, panels, strict=False):
+        for i, (label, _, rows) in enumerate(runs):
+            for j, key in enumerate(keys):
+                xs, ys = _series(rows, key)
+                if not xs:
+                    continue
+                name = key if len(runs) == 1 else f"{label}: {key}"
+                color = colors[(j if len(runs) == 1 else i) % len(colors)]
+                style = styles[(j if len(runs) > 1 else 0) % len(styles)]
+                marker = "o" if len(xs) <= 30 else None
+                ax.plot(xs, ys, style, color=color, marker=marker, markersize=3, linewidth=1.2, label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_training_report(
+    run_dirs: list[str], out_dir: str | os.PathLike[str], labels: list[str] | None = None
+) -> dict[str, Any]:
+    """Plots and a summary of training runs' metrics.jsonl: report.md, report.json, report.png in ``out_dir``."""
+    if labels is not None and len(labels) != len(run_dirs):
+        raise UserError(f"--labels has {len(labels)} label(s) for {len(run_dirs)} run(s)")
+    runs = [
+        (labels[i] if labels else default_label(p), str(p), load_metrics(p)) for i, p in enumerate(run_dirs)
+    ]
+    pairs = [(label, rows) for label, _, rows in runs]
+    panels = [(title, _panel_keys(keys, pairs)) for title, keys in TRAINING_PANELS]
+    panels = [(t, k) for t, k in panels if k]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "runs": [
+            {
+                "label": label,
+                "path": path,
+                "steps_logged": len(rows),
+                "last_step": int(rows[-1]["step"]) + 1,
+                "updates": rows[-1].get("step/updates"),
+                "skips": rows[-1].get("step/skips_total"),
+            }
+            for label, path, rows in runs
+        ],
+        "panels": {title: keys for title, keys in panels},
+    }
+    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(training_markdown(runs, panels))
+    training_chart(runs, panels, out / "report.png")
+    return summary

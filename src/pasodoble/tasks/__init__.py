@@ -70,7 +70,7 @@ def get_task(name: str) -> Task:
 
     obj = load_object(name, "task.name")
     task = obj
-    if callable(obj) and not isinstance(obj, Task):
+    if isinstance(obj, type) or (callable(obj) and not isinstance(obj, Task)):  # a class or a factory
         try:
             task = obj()
         except Exception as exc:  # noqa: BLE001 - the plug-in is not a Task factory

@@ -495,19 +495,21 @@ def grade(responses, golds, *, extracted=False, extract="strict", config=None):
     One response and one gold answer give one ``Verdict`` (``pred``, ``correct``, ``reason``); two
     sequences of equal length give a list, in order. ``extracted=True``: the responses are final answers
     already (no extraction). ``extract``: ``strict`` (the last ``\\boxed{}``, else the grader's
-    fallbacks: what rewards use) or ``flexible`` (then also the last number). ``config``: its ``grader``
-    section (time bound, workers, fallbacks); the defaults otherwise. Each check is time-bounded in a
-    worker process (``grader.workers``; 0 grades in this process without a hard bound).
+    fallbacks: what rewards use) or ``flexible`` (then also the last number). ``config``: its task's
+    grader (``task.name``: math's ``Verdict``; qa's verdicts also carry an F1 ``score``) with its
+    ``grader`` section (time bound, workers, fallbacks); the math grader with the defaults otherwise.
+    Each math check is time-bounded in a worker process (``grader.workers``; 0 grades in this process
+    without a hard bound).
     """
-    from pasodoble.verify import Grader
+    from pasodoble.tasks import get_task
 
     single = isinstance(responses, str)
     if single != isinstance(golds, str):
         raise TypeError("grade: give one response and one gold answer, or two sequences of equal length")
     if config is not None:
         validate(config)
-    cfg = config.grader if config is not None else GraderConfig()
-    with Grader(cfg) as grader:
+    task = get_task(config.task.name if config is not None else "math")
+    with task.make_grader(config.grader if config is not None else GraderConfig()) as grader:
         verdicts = grader.grade_batch(
             [responses] if single else list(responses),
             [golds] if single else list(golds),

@@ -62,6 +62,37 @@ class StepResult:
     trained: bool = False
 
 
+@dataclass
+class Scores:
+    """What grading decides about one step's N proposals (taken on the main process, then broadcast)."""
+
+    valid: list[bool]
+    invalid_reason: list[str | None]
+    pass_rate: list[float | None]  # raw p; None for a question that was not attempted
+    validated_pass_rate: list[float]  # p̃
+    diversity: list[float]
+    proposer_reward: list[float]
+    proposer_advantage: list[float]
+    skip: str | None  # the skip reason (skip_step), or None
+    solver_rewards: list[list[float]]  # r_ij of each attempted question ([] for the others)
+    verdicts: list[list[tuple[str | None, bool, str | None]]]  # (pred, correct, reason) per attempt
+    grader_timeouts: int
+
+
+@dataclass
+class Proposed:
+    """One step's proposals and their attempts: what both the online and the offline Proposer step use."""
+
+    scores: Scores
+    snippet_id: str
+    prompt_ids: list[int]
+    proposals: list[Completion]
+    parsed: list[Question | ParseFailure]
+    attempted: list[int]  # indices of the questions the Solver attempted (the valid ones)
+    attempts: list[list[Completion]]  # their attempts, in the order of ``attempted``
+    timing: dict[str, float]
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (run seed, step, role, rank): stable across runs and resumes."""
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
@@ -165,7 +196,7 @@ class DualPlay:
 
     def _score_proposals(
         self, step: int, proposals: list[Completion], attempts, attempted: list[int], parsed
-    ):
+    ) -> Scores:
         """Validity, pass rates, diversity, Proposer rewards/advantages, Solver rewards, the skip decision."""
         cfg = self.cfg.rewards
         n = len(proposals)
@@ -208,19 +239,19 @@ class DualPlay:
             else []
             for i in range(n)
         ]
-        return {
-            "valid": [v for v, _ in valid_reason],
-            "invalid_reason": [r for _, r in valid_reason],
-            "pass_rate": raw_p,
-            "validated_pass_rate": p_tilde,
-            "diversity": diversity,
-            "proposer_reward": rewards,
-            "proposer_advantage": advantages,
-            "skip": skip,
-            "solver_rewards": solver_r,
-            "verdicts": [[(x.pred, x.correct, x.reason) for x in v] for v in verdicts_of],
-            "grader_timeouts": sum(1 for v in verdicts_of for x in v if x.reason == "timeout"),
-        }
+        return Scores(
+            valid=[v for v, _ in valid_reason],
+            invalid_reason=[r for _, r in valid_reason],
+            pass_rate=raw_p,
+            validated_pass_rate=p_tilde,
+            diversity=diversity,
+            proposer_reward=rewards,
+            proposer_advantage=advantages,
+            skip=skip,
+            solver_rewards=solver_r,
+            verdicts=[[(x.pred, x.correct, x.reason) for x in v] for v in verdicts_of],
+            grader_timeouts=sum(1 for v in verdicts_of for x in v if x.reason == "timeout"),
+        )
 
     # ------------------------------------------------------------------ the steps
 
@@ -230,9 +261,7 @@ class DualPlay:
         answer = self.relabel(parsed.problem)
         return parsed if answer is None else dataclasses.replace(parsed, answer=answer)
 
-    def _propose_and_solve(
-        self, step: int
-    ) -> tuple[dict[str, Any], str, str, list[int], list, list, list, dict]:
+    def _propose_and_solve(self, step: int) -> Proposed:
         t0 = time.perf_counter()
         snippet_id, prompt_text, prompt_ids = self._proposer_prompt()
         proposals = self._generate(self.proposer, [prompt_ids], self.proposer_group, step)[0]
@@ -260,7 +289,7 @@ class DualPlay:
             # weights loaded lazily into generation engines before these generations
             "time/weight_sync": _pending_sync(self.proposer) + _pending_sync(self.solver),
         }
-        return scores, snippet_id, prompt_ids, proposals, parsed, attempted, attempts, timing
+        return Proposed(scores, snippet_id, prompt_ids, proposals, parsed, attempted, attempts, timing)
 
     def _solver_rewards(
         self, correct: list[bool], attempts: list[Completion], question: Question, rng: np.random.Generator
@@ -302,23 +331,23 @@ class DualPlay:
 
     def online_step(self, step: int) -> StepResult:
         """Method.md, Online training: one snippet, N proposals, M attempts each, both roles updated."""
-        scores, snippet_id, _, proposals, parsed, attempted, attempts, timing = self._propose_and_solve(step)
-        result = StepResult(skipped=scores["skip"])
+        pro = self._propose_and_solve(step)
+        scores, snippet_id, proposals, parsed = pro.scores, pro.snippet_id, pro.proposals, pro.parsed
+        attempted, attempts, timing = pro.attempted, pro.attempts, pro.timing
+        result = StepResult(skipped=scores.skip)
         trainable = [
             i
             for i in range(len(proposals))
-            if solver_trainable(scores["validated_pass_rate"][i], self.cfg.rewards)
+            if solver_trainable(scores.validated_pass_rate[i], self.cfg.rewards)
         ]
         t0 = time.perf_counter()
         if result.skipped is None:
             prop_samples = [
-                _train_sample(c, a) for c, a in zip(proposals, scores["proposer_advantage"], strict=True)
+                _train_sample(c, a) for c, a in zip(proposals, scores.proposer_advantage, strict=True)
             ]
             attempts_of = dict(zip(attempted, attempts, strict=True))
             solver_samples = [
-                s
-                for i in trainable
-                for s in self._solver_samples(attempts_of[i], scores["solver_rewards"][i])
+                s for i in trainable for s in self._solver_samples(attempts_of[i], scores.solver_rewards[i])
             ]
             result.metrics.update(
                 _prefixed("proposer", self.proposer.learner.update(self.proposer.learner.shard(prop_samples)))
@@ -349,16 +378,16 @@ class DualPlay:
 
     def proposer_phase_step(self, step: int) -> StepResult:
         """Offline (a): the Solver is frozen; the Proposer is updated; valid questions enter the buffer."""
-        scores, snippet_id, _, proposals, parsed, attempted, attempts, timing = self._propose_and_solve(step)
+        pro = self._propose_and_solve(step)
+        scores, snippet_id, proposals, parsed = pro.scores, pro.snippet_id, pro.proposals, pro.parsed
+        attempted, attempts, timing = pro.attempted, pro.attempts, pro.timing
         result = StepResult(
-            skipped="zero_proposer_advantage" if all(a == 0 for a in scores["proposer_advantage"]) else None
+            skipped="zero_proposer_advantage" if all(a == 0 for a in scores.proposer_advantage) else None
         )
         admitted = dist.main_then_broadcast(lambda: self._admit(step, parsed, scores))
         if result.skipped is None:
             t0 = time.perf_counter()
-            samples = [
-                _train_sample(c, a) for c, a in zip(proposals, scores["proposer_advantage"], strict=True)
-            ]
+            samples = [_train_sample(c, a) for c, a in zip(proposals, scores.proposer_advantage, strict=True)]
             result.metrics.update(
                 _prefixed("proposer", self.proposer.learner.update(self.proposer.learner.shard(samples)))
             )
@@ -374,11 +403,11 @@ class DualPlay:
         )
         return result
 
-    def _admit(self, step: int, parsed, scores) -> int:
+    def _admit(self, step: int, parsed, scores: Scores) -> int:
         admitted = 0
         for i, q in enumerate(parsed):
-            p = scores["validated_pass_rate"][i]
-            if scores["valid"][i] and solver_trainable(p, self.cfg.rewards):
+            p = scores.validated_pass_rate[i]
+            if scores.valid[i] and solver_trainable(p, self.cfg.rewards):
                 admitted += int(self.buffer.admit(q.problem, q.answer, p, step) is not None)
         return admitted
 
@@ -461,23 +490,23 @@ class DualPlay:
     def _buffer_metrics(self) -> dict[str, Any]:
         return {f"buffer/{k}": v for k, v in self.buffer.metrics().items()}
 
-    def _question_metrics(self, scores: dict[str, Any], trainable: list[int]) -> dict[str, Any]:
-        n = len(scores["valid"])
-        attempted = [p for p in scores["pass_rate"] if p is not None]
+    def _question_metrics(self, scores: Scores, trainable: list[int]) -> dict[str, Any]:
+        n = len(scores.valid)
+        attempted = [p for p in scores.pass_rate if p is not None]
         reasons: dict[str, int] = {}
-        for r in scores["invalid_reason"]:
+        for r in scores.invalid_reason:
             if r is not None:
                 reasons[r] = reasons.get(r, 0) + 1
-        band = [p for p in scores["validated_pass_rate"] if solver_trainable(p, self.cfg.rewards)]
+        band = [p for p in scores.validated_pass_rate if solver_trainable(p, self.cfg.rewards)]
         m: dict[str, Any] = {
-            "proposer/valid_rate": sum(scores["valid"]) / n,
+            "proposer/valid_rate": sum(scores.valid) / n,
             "proposer/band_rate": len(band) / n,
-            "proposer/reward_mean": float(np.mean(scores["proposer_reward"])),
-            "proposer/diversity_mean": float(np.mean(scores["diversity"])),
-            "proposer/validated_pass_rate_mean": float(np.mean(scores["validated_pass_rate"])),
+            "proposer/reward_mean": float(np.mean(scores.proposer_reward)),
+            "proposer/diversity_mean": float(np.mean(scores.diversity)),
+            "proposer/validated_pass_rate_mean": float(np.mean(scores.validated_pass_rate)),
             "solver/pass_rate": float(np.mean(attempted)) if attempted else None,
             "solver/trainable_questions": len(trainable),
-            "grader/timeouts": scores["grader_timeouts"],
+            "grader/timeouts": scores.grader_timeouts,
         }
         for r, c in sorted(reasons.items()):
             m[f"proposer/invalid/{r}"] = c
@@ -527,18 +556,18 @@ class DualPlay:
                     "answer": q.answer if is_q else None,
                     **completion,
                     "proposer_truncated": proposals[i].truncated,
-                    "pass_rate": scores["pass_rate"][i],
-                    "validated_pass_rate": scores["validated_pass_rate"][i],
-                    "valid": scores["valid"][i],
-                    "invalid_reason": scores["invalid_reason"][i],
-                    "diversity": scores["diversity"][i],
-                    "proposer_reward": scores["proposer_reward"][i],
-                    "proposer_advantage": scores["proposer_advantage"][i],
+                    "pass_rate": scores.pass_rate[i],
+                    "validated_pass_rate": scores.validated_pass_rate[i],
+                    "valid": scores.valid[i],
+                    "invalid_reason": scores.invalid_reason[i],
+                    "diversity": scores.diversity[i],
+                    "proposer_reward": scores.proposer_reward[i],
+                    "proposer_advantage": scores.proposer_advantage[i],
                     "solver_trained": i in trained,
-                    "solver_answers": self._solver_answers(scores["verdicts"][i], attempts_of[i])
+                    "solver_answers": self._solver_answers(scores.verdicts[i], attempts_of[i])
                     if i in attempts_of
                     else [],
-                    "skipped": scores["skip"],
+                    "skipped": scores.skip,
                 }
             )
         return records

@@ -11,7 +11,9 @@ the next save.
 Loading never runs code from the files: everything is tensors or plain data, read with
 ``torch.load(..., weights_only=True)`` (RNG states included), and every file's sha256 is checked
 against ``state.json`` first, so bytes changed inside a tensor are caught before they reach a model;
-the error names the file and the previous checkpoint to fall back to.
+the error names the file and the previous checkpoint to fall back to. A sharded (FSDP2) checkpoint's
+``.metadata`` is a pickle that DCP itself would unpickle with no restriction: ``read_dcp_metadata`` and
+``safe_dcp_reader`` admit DCP's own classes only (used by the learner's resume and by ``export``).
 
 ``save_checkpoint`` (one process: ``begin_checkpoint``, ``torch.save`` of each part,
 ``finish_checkpoint``) is what ``pasodoble sft`` uses; the trainer calls the three steps itself,
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 from collections.abc import Callable
@@ -360,3 +363,65 @@ def load_rng(path: str | Path) -> None:
     if not file.is_file():
         file = path / "rng.rank0.pt"
     set_rng_state(torch.load(file, map_location="cpu", weights_only=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sharded (DCP) checkpoints from elsewhere: their metadata pickle is read with DCP's own classes only
+
+# Globals a DCP ``.metadata`` pickle may name: DCP's metadata classes, torch sizes, dtypes and layouts, paths.
+_DCP_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+_DCP_METADATA_GLOBALS = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("collections", "OrderedDict"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PureWindowsPath"),
+}
+
+
+class _DCPMetadataUnpickler(pickle.Unpickler):
+    """Unpickles a DCP ``.metadata`` file, refusing any global but the ones its format uses."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _DCP_METADATA_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module in _DCP_METADATA_MODULES:
+            found = super().find_class(module, name)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
+        raise pickle.UnpicklingError(
+            f"the metadata names {module}.{name}, which a DCP checkpoint never holds"
+        )
+
+
+def safe_dcp_reader(path: str | Path):
+    """A DCP ``FileSystemReader`` whose ``.metadata`` (a pickle) is read by ``read_dcp_metadata``."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeMetadataReader(FileSystemReader):
+        """DCP's file reader; its metadata goes through ``_DCPMetadataUnpickler`` (tensors are read by DCP
+        itself with ``weights_only=True``)."""
+
+        def read_metadata(self, *args: Any, **kwargs: Any):
+            rank = kwargs.get("rank")
+            metadata = read_dcp_metadata(
+                Path(self.path) / (".metadata" if rank is None else f"__{rank}.metadata")
+            )
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeMetadataReader(path)
+
+
+def read_dcp_metadata(path: str | Path):
+    """A DCP ``.metadata`` file, unpickled with DCP's own classes only (a crafted one raises
+    ``pickle.UnpicklingError`` instead of running code)."""
+    with open(path, "rb") as fh:
+        return _DCPMetadataUnpickler(fh).load()

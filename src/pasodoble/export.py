@@ -36,13 +36,9 @@ from typing import Any
 
 import torch
 
+from pasodoble.checkpoint import read_dcp_metadata, safe_dcp_reader
 from pasodoble.errors import UserError
-from pasodoble.parallel import (
-    deepspeed_checkpoint_classes,
-    read_dcp_metadata,
-    safe_dcp_reader,
-    weights_only_loads,
-)
+from pasodoble.parallel import deepspeed_checkpoint_classes, weights_only_loads
 
 ROLES = ("proposer", "solver")
 EXPORT_INFO = "pasodoble_export.json"

@@ -32,10 +32,10 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from pasodoble.checkpoint import read_dcp_metadata, safe_dcp_reader
 from pasodoble.config import Config
 from pasodoble.errors import UserError
 
@@ -319,65 +319,6 @@ def full_model_state(model: torch.nn.Module, par: Parallelism, accelerator) -> d
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return accelerator.get_state_dict(model)
-
-
-# Globals a DCP ``.metadata`` pickle may name: DCP's metadata classes, torch sizes, dtypes and layouts, paths.
-_DCP_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
-_DCP_METADATA_GLOBALS = {
-    ("torch", "Size"),
-    ("torch.serialization", "_get_layout"),
-    ("collections", "OrderedDict"),
-    ("pathlib", "PosixPath"),
-    ("pathlib", "PurePosixPath"),
-    ("pathlib", "WindowsPath"),
-    ("pathlib", "PureWindowsPath"),
-}
-
-
-class _DCPMetadataUnpickler(pickle.Unpickler):
-    """Unpickles a DCP ``.metadata`` file, refusing any global but the ones its format uses."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _DCP_METADATA_GLOBALS:
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if module in _DCP_METADATA_MODULES:
-            found = super().find_class(module, name)
-            if isinstance(found, type) and found.__module__ == module:
-                return found
-        raise pickle.UnpicklingError(
-            f"the metadata names {module}.{name}, which a DCP checkpoint never holds"
-        )
-
-
-def safe_dcp_reader(path: str | Path):
-    """A DCP ``FileSystemReader`` whose ``.metadata`` (a pickle) is read by ``read_dcp_metadata``."""
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import StorageMeta
-
-    class SafeMetadataReader(FileSystemReader):
-        """DCP's file reader; its metadata goes through ``_DCPMetadataUnpickler`` (tensors are read by DCP
-        itself with ``weights_only=True``)."""
-
-        def read_metadata(self, *args: Any, **kwargs: Any):
-            rank = kwargs.get("rank")
-            metadata = read_dcp_metadata(
-                Path(self.path) / (".metadata" if rank is None else f"__{rank}.metadata")
-            )
-            if getattr(metadata, "storage_meta", None) is None:
-                metadata.storage_meta = StorageMeta()
-            metadata.storage_meta.load_id = self.load_id
-            return metadata
-
-    return SafeMetadataReader(path)
-
-
-def read_dcp_metadata(path: str | Path):
-    """A DCP ``.metadata`` file, unpickled with DCP's own classes only (a crafted one raises
-    ``pickle.UnpicklingError`` instead of running code)."""
-    with open(path, "rb") as fh:
-        return _DCPMetadataUnpickler(fh).load()
 
 
 @contextlib.contextmanager

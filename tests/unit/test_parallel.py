@@ -113,7 +113,7 @@ def test_dcp_metadata_is_read_without_running_code(tmp_path):
     own classes only, so a crafted one is refused before anything runs."""
     import pickle
 
-    from pasodoble.parallel import read_dcp_metadata
+    from pasodoble.checkpoint import read_dcp_metadata
 
     class Payload:
         def __reduce__(self):

@@ -580,6 +580,37 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def role(self, name: str) -> RoleSpec:
+        """Role ``name`` ('proposer' or 'solver') resolved once: its section with the shared fallbacks
+        applied (model path, temperature, max new tokens), what learners and generators are built from."""
+        if name not in ("proposer", "solver"):
+            raise ValueError(f"role must be 'proposer' or 'solver'; got {name!r}")
+        section: RoleConfig = getattr(self, name)
+        model_path = section.model_path or self.model.name_or_path
+        return RoleSpec(
+            name=name,
+            model_path=model_path,
+            model_field=f"{name}.model_path" if section.model_path else "model.name_or_path",
+            temperature=section.temperature if section.temperature is not None else self.rollout.temperature,
+            max_new_tokens=(
+                section.max_new_tokens if section.max_new_tokens is not None else self.rollout.max_new_tokens
+            ),
+            section=section,
+        )
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """One role resolved (``Config.role``): where its model comes from and how it samples, with the
+    shared ``model``/``rollout`` values filled in where the role's section leaves them null."""
+
+    name: str
+    model_path: str
+    model_field: str  # the config field model_path came from (for error messages)
+    temperature: float
+    max_new_tokens: int
+    section: RoleConfig  # learning rate, group size, batching, prompt: the role's own fields
+
 
 # --------------------------------------------------------------------------------------------------
 # Loading, overrides and type coercion

@@ -171,16 +171,20 @@ class Trainer:
 
     def _role(self, name: str, tokenizer_holder: list) -> Role:
         cfg = self.cfg
-        role_cfg = getattr(cfg, name)
-        path = role_cfg.model_path or cfg.model.name_or_path
-        # float32 master weights; model.dtype is the compute dtype (parallel.py)
-        field = f"{name}.model_path" if role_cfg.model_path else "model.name_or_path"
+        spec = cfg.role(name)
+        role_cfg = spec.section
         adapters = name in cfg.model.lora.roles
         if adapters:  # refused layouts and a missing peft stop before any model loads
             lora.check_available()
             lora.check_layout(self.parallelism.strategy, self.parallelism.num_processes)
+        # float32 master weights; model.dtype is the compute dtype (parallel.py)
         model, tokenizer = load_model_and_tokenizer(
-            path, cfg.model, seed=cfg.run.seed, dtype="float32", field=field, progress=cfg.run.progress
+            spec.model_path,
+            cfg.model,
+            seed=cfg.run.seed,
+            dtype="float32",
+            field=spec.model_field,
+            progress=cfg.run.progress,
         )
         if adapters:  # the learner trains the adapters only; generation sees the adapted model
             model = lora.wrap(model, cfg.model.lora, role=name)
@@ -195,10 +199,7 @@ class Trainer:
             if self._replica is None:
                 self._replica = GenerationReplica(model, par.compute_dtype, self.accelerator.device)
             replica = self._replica
-        temperature = role_cfg.temperature if role_cfg.temperature is not None else cfg.rollout.temperature
-        max_new = (
-            role_cfg.max_new_tokens if role_cfg.max_new_tokens is not None else cfg.rollout.max_new_tokens
-        )
+        temperature, max_new = spec.temperature, spec.max_new_tokens
         learner = Learner(
             name,
             model,

@@ -333,3 +333,22 @@ def test_lora_checkpoints_fork_into_adapters_or_merged_weights(lora_run, tmp_pat
     _one_line_error(
         capsys, [*args, "model.lora.roles=[solver]", "model.lora.rank=8"], "model.lora.rank (4 -> 8)"
     )
+
+
+def test_a_knowledge_base_that_differs_is_not_carried_and_the_start_up_line_says_so(run_a, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"text": f"Tom has {i} apples and buys {i + 2} more."}) + "\n" for i in range(8))
+    )
+    trainer, fork = _trainer(
+        tmp_path / "B", _ckpt(run_a, 1), "init_from.state=true", f"knowledge.source={corpus}"
+    )
+    try:
+        assert trainer.engine.knowledge.position == 0  # this run's own corpus, from its start
+        assert len(trainer.engine.diversity.state_dict()["history"]) > 0  # the rest is carried
+        assert len(trainer.engine.proposer.learner.optimizer.state) > 0
+    finally:
+        trainer.close()
+    line = fork.describe()
+    assert "AdamW states, question buffer, diversity history;" in line
+    assert "not carried: knowledge position (the checkpoint's has source 'toy' but this run's has" in line

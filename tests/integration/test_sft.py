@@ -103,13 +103,18 @@ def test_build_data_with_a_separate_checker(tmp_path):
         assert set(card["usage"]) == {"teacher", "checker"}
 
 
-def test_build_data_with_a_local_teacher(tmp_path):
-    # the random tiny model writes no valid problem: everything is rejected, and the card says why
+def test_build_data_with_a_local_teacher(tmp_path, capsys):
+    # the random tiny model writes no valid problem: everything is rejected, the card says why, and
+    # fewer than --min-kept (default 1) kept is a one-line error naming the reasons
     rc = main(
         ["sft", "build-data", "--teacher", "tiny", "--size", "2", "--out", str(tmp_path), "--max-tokens", "6"]
         + ["--no-progress", "--grader-workers", "0"]
     )
-    assert rc == 0
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        "pasodoble sft: error: kept 0 problems of 8 teacher answers, fewer than --min-kept 1"
+    )
     card = json.loads((tmp_path / "data_card.json").read_text())
     assert card["proposer"]["requests"] == 8  # the default budget: 4 x size
     assert card["proposer"]["kept"] == 0 and sum(card["proposer"]["rejected"].values()) == 8

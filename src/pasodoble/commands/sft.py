@@ -1,6 +1,7 @@
 """`pasodoble sft build-data` and `pasodoble sft train`: the cold start of both roles (docs/cold-start.md).
 
-    pasodoble sft build-data --teacher MODEL_OR_URL --knowledge SOURCE --size N --out DIR \\
+    pasodoble sft build-data --teacher MODEL_OR_URL --size N --out DIR [--config TRAIN.yaml | RUN_DIR] \\
+        [--proposer-prompt-file F] [--solver-prompt-file F] [--knowledge SOURCE] [--min-kept K] \\
         [--teacher-model NAME] [--api-key-env VAR] [--concurrency K] [--timeout S] \\
         [--checker MODEL_OR_URL] [--checker-model NAME] [--checker-api-key-env VAR] ...
     pasodoble sft train --role proposer|solver --data FILE --model BASE --out DIR \\
@@ -8,13 +9,17 @@
         [--seed S] [--resume] [--log-with tensorboard,wandb] [--project P] [--run-name R]
 
 Both print a JSON summary on stdout; build-data is resumable by rerunning the same command, train
-with ``--resume``.
+with ``--resume``. build-data also prints its kept and dropped counts by reason on stderr, and exits
+non-zero (one line) when fewer than ``--min-kept`` problems were kept. Multi-process ``sft train``
+runs under ``torchrun --nproc_per_node N -m pasodoble.cli sft train ...`` (not ``accelerate launch``,
+which is refused where it would start fewer processes than asked; ``pasodoble.launch``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def _add_build_data(p: argparse.ArgumentParser) -> None:
@@ -28,10 +33,40 @@ def _add_build_data(p: argparse.ArgumentParser) -> None:
         "chat-completions base URL (http(s)://host/v1)",
     )
     p.add_argument(
-        "--knowledge", default=d.knowledge, help="knowledge source, as knowledge.source (default tiny)"
+        "--config",
+        default=None,
+        metavar="TRAIN.yaml|RUN_DIR",
+        help="training config (or run directory) whose prompts (proposer.prompt, solver.prompt), "
+        "rollout.open_thinking, per-role temperature and max_new_tokens, knowledge section and "
+        "rewards.leak_check the teacher gets, as the RL rollouts will; explicit options win",
+    )
+    p.add_argument(
+        "--proposer-prompt-file",
+        default=None,
+        metavar="FILE",
+        help="UTF-8 file holding the Proposer prompt template (with {snippet}); over --config's",
+    )
+    p.add_argument(
+        "--solver-prompt-file",
+        default=None,
+        metavar="FILE",
+        help="UTF-8 file holding the Solver prompt template (with {problem}); over --config's",
+    )
+    p.add_argument(
+        "--knowledge",
+        default=None,
+        help="knowledge source, as knowledge.source: a .jsonl/.parquet/.txt file or directory, a datasets "
+        "name, 'tiny' or 'toy' (default: --config's knowledge.source, else tiny); "
+        "`pasodoble knowledge sample` writes a local sample of any source",
     )
     p.add_argument("--size", type=int, required=True, help="Proposer examples (kept problems) to build")
     p.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
+    p.add_argument(
+        "--min-kept",
+        type=int,
+        default=d.min_kept,
+        help="exit non-zero, naming the drop reasons, when fewer problems are kept (default %(default)s)",
+    )
     p.add_argument(
         "--teacher-model", default=None, help="model name at the endpoint (default: first of /models)"
     )
@@ -66,9 +101,17 @@ def _add_build_data(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backoff", type=float, default=d.backoff, help="first retry delay in seconds, doubled per retry"
     )
-    p.add_argument("--temperature", type=float, default=d.temperature, help="teacher sampling temperature")
     p.add_argument(
-        "--max-tokens", type=int, default=d.max_tokens, help="generation cap per response (tokens)"
+        "--temperature",
+        type=float,
+        default=None,
+        help="teacher sampling temperature (default: --config's per role, else 0.6)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="generation cap per response in tokens (default: --config's max_new_tokens per role, else 4096)",
     )
     p.add_argument(
         "--check-samples",
@@ -83,18 +126,28 @@ def _add_build_data(p: argparse.ArgumentParser) -> None:
         "--max-requests", type=int, default=None, help="Proposer request budget (default 4 x --size)"
     )
     p.add_argument("--seed", type=int, default=d.seed, help="snippet sampling seed")
-    p.add_argument("--text-field", default=d.text_field, help="knowledge record field holding the text")
     p.add_argument(
-        "--max-snippet-tokens", type=int, default=d.max_snippet_tokens, help="snippet cap, in tokens"
+        "--text-field",
+        default=None,
+        help="knowledge record field holding the text (default: --config's, else text)",
+    )
+    p.add_argument(
+        "--max-snippet-tokens",
+        type=int,
+        default=None,
+        help="snippet cap, in tokens (default: --config's, else 512)",
     )
     p.add_argument(
         "--tokenizer",
         default=None,
-        help="tokenizer that measures the snippet cap (the student's; default: the local teacher's, or 4 chars "
-        "per token for endpoints)",
+        help="tokenizer that measures the snippet cap (the student's; default: --config's Proposer model when "
+        "it is a local directory, else the local teacher's, or 4 chars per token for endpoints)",
     )
     p.add_argument(
-        "--leak-check", default=d.leak_check, choices=("token", "substring", "off"), help="answer-leak rule"
+        "--leak-check",
+        default=None,
+        choices=("token", "substring", "off"),
+        help="answer-leak rule (default: --config's rewards.leak_check, else token)",
     )
     p.add_argument(
         "--generation-batch-size", type=int, default=d.generation_batch_size, help="local teacher batch"
@@ -192,11 +245,19 @@ def run(args: argparse.Namespace) -> int:
         check_writable(Path(args.out).expanduser(), "--out")
 
     if args.sft_command == "build-data":
-        from pasodoble.sft.build_data import BuildDataConfig, build_data
+        from pasodoble.sft.build_data import BuildDataConfig, build_data, check_kept, dropped, dropped_report
 
         values = {k: v for k, v in vars(args).items() if k in BuildDataConfig.__dataclass_fields__}
         card = build_data(BuildDataConfig(**values, progress=not args.no_progress))
-        print(json.dumps({k: card[k] for k in ("files", "proposer", "solver", "usage")}))
+        summary = {k: card[k] for k in ("files", "proposer", "solver", "usage")}
+        print(
+            json.dumps(
+                {**summary, "dropped": dropped(card), "data_card": str(Path(args.out) / "data_card.md")}
+            )
+        )
+        for line in dropped_report(card):
+            print(f"pasodoble sft build-data: {line}", file=sys.stderr)
+        check_kept(card, args.min_kept)
         return 0
     if args.sft_command == "train":
         from pasodoble.sft.train import SFTConfig, train_sft

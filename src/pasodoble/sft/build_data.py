@@ -13,6 +13,16 @@
    prompt; those whose final answer matches the proposed answer are kept (duplicates dropped). When
    the teacher is its own checker, its check answers are reused (one request serves both).
 
+**Prompts and sampling.** The prompts are the built-in ones unless ``--config`` names a training config
+(or a run directory): then its ``proposer.prompt`` / ``solver.prompt``, ``rollout.open_thinking``, each
+role's temperature and generation cap, its ``knowledge`` section and ``rewards.leak_check`` are used, so
+a teacher sees exactly what the RL rollouts will show the student. ``--proposer-prompt-file`` /
+``--solver-prompt-file`` give templates from files (over the config's); explicit options such as
+``--temperature`` or ``--knowledge`` win over the config.
+
+**Shortfall.** The data card counts every dropped example by reason; ``check_kept`` turns fewer than
+``--min-kept`` kept problems into a one-line error naming the main reasons and what to change.
+
 Every request has a deterministic id (kind, index and a hash of its messages and sampling settings)
 and goes through a ``teacher.Journal`` (``OUT/journal.jsonl``), so rerunning the same command after a
 crash continues where it stopped without resending a finished request.
@@ -43,12 +53,20 @@ EMPTY_REPLY = "empty_reply"
 
 @dataclass
 class BuildDataConfig:
-    """Settings of ``pasodoble sft build-data`` (command-line options of the same names)."""
+    """Settings of ``pasodoble sft build-data`` (command-line options of the same names).
+
+    ``None`` for ``knowledge``, ``temperature``, ``max_tokens``, ``text_field``, ``max_snippet_tokens`` and
+    ``leak_check`` means: the value of ``config`` when one is given, else the default in ``DEFAULTS``.
+    """
 
     teacher: str = ""
-    knowledge: str = "tiny"
+    knowledge: str | None = None
     size: int = 100
     out: str = ""
+    config: str | None = None
+    proposer_prompt_file: str | None = None
+    solver_prompt_file: str | None = None
+    min_kept: int = 1
     teacher_model: str | None = None
     api_key_env: str | None = None
     checker: str | None = None
@@ -58,21 +76,51 @@ class BuildDataConfig:
     timeout: float = 600.0
     max_retries: int = 6
     backoff: float = 1.0
-    temperature: float = 0.6
-    max_tokens: int = 4096
+    temperature: float | None = None
+    max_tokens: int | None = None
     check_samples: int = 1
     solver_samples: int = 2
     max_requests: int | None = None
     seed: int = 0
-    text_field: str = "text"
-    max_snippet_tokens: int = 512
+    text_field: str | None = None
+    max_snippet_tokens: int | None = None
     tokenizer: str | None = None
-    leak_check: str = "token"
+    leak_check: str | None = None
     generation_batch_size: int = 16
     dtype: str = "float32"
     grader_workers: int = 2
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# the values of the ``None`` fields above when no --config gives them
+DEFAULTS: dict[str, Any] = {
+    "knowledge": "tiny",
+    "temperature": 0.6,
+    "max_tokens": 4096,
+    "text_field": "text",
+    "max_snippet_tokens": 512,
+    "leak_check": "token",
+}
+
+
+@dataclass
+class Plan:
+    """What one build uses, resolved from the options, ``--config`` and the prompt files.
+
+    ``proposer_prompt`` / ``solver_prompt``: the templates (None = built-in); ``temperature`` and
+    ``max_tokens`` per role; ``prompts_from``: where the templates came from (for the data card).
+    """
+
+    proposer_prompt: str | None
+    solver_prompt: str | None
+    temperature: dict[str, float]
+    max_tokens: dict[str, int]
+    knowledge: Any  # KnowledgeConfig
+    leak_check: str
+    open_thinking: bool
+    tokenizer: str | None
+    prompts_from: dict[str, str]
 
 
 class _ApproxTokenizer:
@@ -91,16 +139,18 @@ def request_id(kind: str, index: int, messages: list[dict[str, str]], settings: 
     return f"{kind}-{index:06d}-{digest}"
 
 
-def _request(kind: str, index: int, content: str, n: int, cfg: BuildDataConfig, model: str) -> TeacherRequest:
+def _request(
+    kind: str, index: int, content: str, n: int, temperature: float, max_tokens: int, model: str
+) -> TeacherRequest:
     messages = [{"role": "user", "content": content}]
-    settings = {"n": n, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "model": model}
+    settings = {"n": n, "temperature": temperature, "max_tokens": max_tokens, "model": model}
     rid = request_id(kind, index, messages, settings)
     return TeacherRequest(
         id=rid,
         messages=(("user", content),),
         n=n,
-        temperature=cfg.temperature,
-        max_tokens=cfg.max_tokens,
+        temperature=temperature,
+        max_tokens=max_tokens,
         seed=int(rid.rsplit("-", 1)[1][:8], 16),
     )
 
@@ -113,22 +163,170 @@ def _validate(cfg: BuildDataConfig) -> None:
         ),
         (bool(cfg.out), "--out is required"),
         (cfg.size >= 1, f"--size must be >= 1; got {cfg.size}"),
+        (cfg.min_kept >= 0, f"--min-kept must be >= 0; got {cfg.min_kept}"),
         (cfg.check_samples >= 1, f"--check-samples must be >= 1; got {cfg.check_samples}"),
         (cfg.solver_samples >= 1, f"--solver-samples must be >= 1; got {cfg.solver_samples}"),
-        (cfg.temperature > 0, f"--temperature must be > 0; got {cfg.temperature}"),
-        (cfg.max_tokens >= 1, f"--max-tokens must be >= 1; got {cfg.max_tokens}"),
+        (
+            cfg.temperature is None or cfg.temperature > 0,
+            f"--temperature must be > 0; got {cfg.temperature}",
+        ),
+        (cfg.max_tokens is None or cfg.max_tokens >= 1, f"--max-tokens must be >= 1; got {cfg.max_tokens}"),
         (
             cfg.max_requests is None or cfg.max_requests >= 1,
             f"--max-requests must be >= 1; got {cfg.max_requests}",
         ),
         (
-            cfg.leak_check in ("token", "substring", "off"),
+            cfg.leak_check in (None, "token", "substring", "off"),
             f"--leak-check must be token, substring or off; got {cfg.leak_check!r}",
+        ),
+        (
+            cfg.max_snippet_tokens is None or cfg.max_snippet_tokens >= 1,
+            f"--max-snippet-tokens must be >= 1; got {cfg.max_snippet_tokens}",
         ),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+
+
+def _training_config(spec: str) -> Any:
+    """The validated training config of ``--config``: a YAML file, or a run directory's config.yaml."""
+    from pasodoble.config import ConfigError, load_config
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise UserError(
+                f"--config {spec} is a directory without config.yaml; give a training config (.yaml) or a run directory"
+            )
+        path = path / "config.yaml"
+    elif not path.is_file():
+        raise UserError(f"--config {spec} not found; give a training config (.yaml) or a run directory")
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise UserError(f"--config {spec}: {exc}") from None
+
+
+def _template_file(flag: str, path: str, role: str) -> str:
+    """A prompt template read from ``path`` (UTF-8), checked for its role's placeholder."""
+    from pasodoble.prompts import PLACEHOLDERS
+
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(
+            f"{flag} {path} not found; give a UTF-8 file holding the {role} prompt template"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{flag} {path} cannot be read as UTF-8 text: {exc}") from None
+    if not text.strip():
+        raise UserError(f"{flag} {path} is empty; write the {role} prompt template in it")
+    placeholder = PLACEHOLDERS[role]
+    if placeholder not in text:
+        raise UserError(
+            f"{flag} {path} has no {placeholder} placeholder; put {placeholder} where the "
+            f"{'knowledge snippet' if role == 'proposer' else 'problem'} goes"
+        )
+    return text
+
+
+def resolve(cfg: BuildDataConfig) -> Plan:
+    """The ``Plan`` of a build: options first, then ``--config``, then ``DEFAULTS`` (see the module doc)."""
+    import dataclasses
+
+    from pasodoble.config import KnowledgeConfig
+
+    _validate(cfg)
+
+    def pick(name: str, from_config: Any) -> Any:
+        value = getattr(cfg, name)
+        if value is not None:
+            return value
+        return from_config if from_config is not None else DEFAULTS[name]
+
+    prompts: dict[str, str | None] = {"proposer": None, "solver": None}
+    origin = {"proposer": "built-in", "solver": "built-in"}
+    temperature: dict[str, float] = {}
+    max_tokens: dict[str, int] = {}
+    tokenizer = cfg.tokenizer
+    if cfg.config is not None:
+        train = _training_config(cfg.config)
+        for role in ("proposer", "solver"):
+            section = getattr(train, role)
+            if section.prompt is not None:
+                prompts[role] = section.prompt
+                origin[role] = f"--config {cfg.config}"
+            temperature[role] = pick(
+                "temperature",
+                section.temperature if section.temperature is not None else train.rollout.temperature,
+            )
+            max_tokens[role] = pick(
+                "max_tokens",
+                section.max_new_tokens
+                if section.max_new_tokens is not None
+                else train.rollout.max_new_tokens,
+            )
+        k = train.knowledge
+        knowledge = dataclasses.replace(
+            k,
+            source=pick("knowledge", k.source),
+            text_field=pick("text_field", k.text_field),
+            max_snippet_tokens=pick("max_snippet_tokens", k.max_snippet_tokens),
+        )
+        if cfg.knowledge is not None and cfg.knowledge != k.source:
+            # another source: the config's dataset-only settings do not describe it
+            knowledge = dataclasses.replace(knowledge, config_name=None, data_files=[], enabled=True)
+        leak_check = pick("leak_check", train.rewards.leak_check)
+        open_thinking = bool(train.rollout.open_thinking)
+        if tokenizer is None:
+            # the student's tokenizer measures the snippet cap, as in training, when it is on this machine
+            student = train.proposer.model_path or train.model.name_or_path
+            if Path(student).expanduser().is_dir():
+                tokenizer = student
+    else:
+        for role in ("proposer", "solver"):
+            temperature[role] = pick("temperature", None)
+            max_tokens[role] = pick("max_tokens", None)
+        knowledge = KnowledgeConfig(
+            source=pick("knowledge", None),
+            text_field=pick("text_field", None),
+            max_snippet_tokens=pick("max_snippet_tokens", None),
+        )
+        leak_check = pick("leak_check", None)
+        open_thinking = False
+    for role, flag, path in (
+        ("proposer", "--proposer-prompt-file", cfg.proposer_prompt_file),
+        ("solver", "--solver-prompt-file", cfg.solver_prompt_file),
+    ):
+        if path is not None:
+            prompts[role] = _template_file(flag, path, role)
+            origin[role] = f"{flag} {path}"
+    return Plan(
+        proposer_prompt=prompts["proposer"],
+        solver_prompt=prompts["solver"],
+        temperature=temperature,
+        max_tokens=max_tokens,
+        knowledge=knowledge,
+        leak_check=leak_check,
+        open_thinking=open_thinking,
+        tokenizer=tokenizer,
+        prompts_from=origin,
+    )
+
+
+def _opened(teacher: Teacher, request: TeacherRequest) -> bool:
+    """Whether the teacher's rendered prompt of ``request`` ends inside an open thinking section."""
+    fn = getattr(teacher, "opens_thinking", None)
+    return bool(fn(request)) if fn is not None else False
+
+
+def _prefix(teacher: Teacher, request: TeacherRequest) -> str:
+    """What the prompt added after the chat template (``rollout.open_thinking``), put back in front of an
+    answer so that SFT, which renders the conversation with the plain template, trains on it."""
+    fn = getattr(teacher, "thinking_prefix", None)
+    return str(fn(request)) if fn is not None else ""
 
 
 def _chat_line(prompt: str, answer: str, meta: dict[str, Any]) -> str:
@@ -149,7 +347,7 @@ def _add_usage(total: dict[str, int], reply: TeacherReply) -> None:
 
 def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
     """Run the pipeline of the module docstring; return the data card (also written to ``OUT``)."""
-    from pasodoble.config import GraderConfig, KnowledgeConfig
+    from pasodoble.config import GraderConfig
     from pasodoble.knowledge import KnowledgeBase
     from pasodoble.parse import parse_proposal
     from pasodoble.prompts import PROPOSER, SOLVER, user_message
@@ -157,7 +355,7 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
     from pasodoble.sft.teacher import is_url
     from pasodoble.verify import Grader
 
-    _validate(cfg)
+    plan = resolve(cfg)
     started = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +369,7 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
         seed=cfg.seed,
         generation_batch_size=cfg.generation_batch_size,
         dtype=cfg.dtype,
+        open_thinking=plan.open_thinking,
     )
     teacher: Teacher = build_teacher(
         cfg.teacher, model=cfg.teacher_model, api_key_env=cfg.api_key_env, **teacher_kw
@@ -182,20 +381,27 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
         )
     self_check = checker is teacher
 
-    if cfg.tokenizer is not None:
+    if plan.tokenizer is not None:
         from pasodoble.models import load_tokenizer
 
-        cap_tokenizer: Any = load_tokenizer(cfg.tokenizer)
+        cap_tokenizer: Any = load_tokenizer(plan.tokenizer)
     elif not is_url(cfg.teacher):
         cap_tokenizer = teacher.tokenizer  # type: ignore[attr-defined]
     else:
         cap_tokenizer = _ApproxTokenizer()
-    kb = KnowledgeBase(
-        KnowledgeConfig(
-            source=cfg.knowledge, text_field=cfg.text_field, max_snippet_tokens=cfg.max_snippet_tokens
-        ),
-        seed=cfg.seed,
-    )
+    kb = KnowledgeBase(plan.knowledge, seed=cfg.seed)
+    snippets_on = plan.knowledge.enabled
+
+    def proposer_message(snippet: Any) -> str:
+        return user_message(PROPOSER, snippet=snippet if snippets_on else None, template=plan.proposer_prompt)
+
+    def solver_message(problem: str) -> str:
+        return user_message(SOLVER, problem=problem, template=plan.solver_prompt)
+
+    def solver_request(kind: str, index: int, problem: str, n: int, model: str) -> TeacherRequest:
+        return _request(
+            kind, index, solver_message(problem), n, plan.temperature[SOLVER], plan.max_tokens[SOLVER], model
+        )
 
     journal = Journal(out / "journal.jsonl")
     usage: dict[str, dict[str, int]] = {"teacher": {}, "checker": {}}
@@ -219,7 +425,13 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                     snippets.append(snippet)
                     requests.append(
                         _request(
-                            "proposer", i, user_message(PROPOSER, snippet=snippet), 1, cfg, teacher.model
+                            "proposer",
+                            i,
+                            proposer_message(snippet),
+                            1,
+                            plan.temperature[PROPOSER],
+                            plan.max_tokens[PROPOSER],
+                            teacher.model,
                         )
                     )
                 issued += k
@@ -233,8 +445,9 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                     if not text.strip():
                         counts["proposer"]["rejected"][EMPTY_REPLY] += 1
                         continue
-                    question = parse_proposal(text)
-                    valid, reason = question_validity(question, leak_check=cfg.leak_check)
+                    opened = _opened(teacher, req)
+                    question = parse_proposal(text, thinking_opened=opened)
+                    valid, reason = question_validity(question, leak_check=plan.leak_check)
                     if not valid:
                         counts["proposer"]["rejected"][reason] += 1
                         continue
@@ -248,17 +461,16 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                             "index": index,
                             "request": req,
                             "snippet": snippet,
-                            "text": text,
+                            "text": _prefix(teacher, req) + text,
                             "question": question,
                         }
                     )
                 check_requests = [
-                    _request(
+                    solver_request(
                         "check" if not self_check else "solver",
                         c["index"],
-                        user_message(SOLVER, problem=c["question"].problem),
+                        c["question"].problem,
                         n_check,
-                        cfg,
                         checker.model,
                     )
                     for c in candidates
@@ -270,7 +482,7 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                 for c, req in zip(candidates, check_requests, strict=True):
                     reply = check_replies[req.id]
                     _add_usage(usage["teacher" if self_check else "checker"], reply)
-                    c["check_texts"] = list(reply.texts)
+                    c["check_texts"] = [_prefix(checker, req) + t for t in reply.texts]
                     texts += c["check_texts"]
                     golds += [c["question"].answer] * len(reply.texts)
                 verdicts = grader.grade_batch(texts, golds) if texts else []
@@ -296,13 +508,8 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                 counts["solver"]["requests"] = 0
             else:
                 solver_requests = [
-                    _request(
-                        "solver",
-                        c["index"],
-                        user_message(SOLVER, problem=c["question"].problem),
-                        cfg.solver_samples,
-                        cfg,
-                        teacher.model,
+                    solver_request(
+                        "solver", c["index"], c["question"].problem, cfg.solver_samples, teacher.model
                     )
                     for c in kept
                 ]
@@ -314,7 +521,7 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
                 for c, req in zip(kept, solver_requests, strict=True):
                     reply = solver_replies[req.id]
                     _add_usage(usage["teacher"], reply)
-                    c["solver_texts"] = list(reply.texts)
+                    c["solver_texts"] = [_prefix(teacher, req) + t for t in reply.texts]
                     texts += c["solver_texts"]
                     golds += [c["question"].answer] * len(reply.texts)
                 verdicts = grader.grade_batch(texts, golds) if texts else []
@@ -333,7 +540,7 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
         q = c["question"]
         meta = {"request_id": c["request"].id, "snippet_id": c["snippet"].id, "answer": q.answer}
         proposer_lines.append(_chat_line(c["request"].messages[0][1], c["text"], meta))
-        solver_prompt = user_message(SOLVER, problem=q.problem)
+        solver_prompt = solver_message(q.problem)
         seen_texts: set[str] = set()
         for text, ok in zip(c["solver_texts"], c["solver_correct"], strict=True):
             counts["solver"]["responses"] += 1
@@ -349,11 +556,25 @@ def build_data(cfg: BuildDataConfig) -> dict[str, Any]:
     (out / "solver.jsonl").write_text("".join(solver_lines), encoding="utf-8")
 
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("out", "progress", "extra")}
+    settings.update(
+        knowledge=plan.knowledge.source,
+        text_field=plan.knowledge.text_field,
+        max_snippet_tokens=plan.knowledge.max_snippet_tokens,
+        leak_check=plan.leak_check,
+        temperature=plan.temperature,
+        max_tokens=plan.max_tokens,
+        open_thinking=plan.open_thinking,
+        tokenizer=plan.tokenizer,
+    )
     card = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "teacher": {"spec": cfg.teacher, "model": teacher.name},
         "checker": {"spec": cfg.checker or cfg.teacher, "model": checker.name, "is_teacher": self_check},
-        "knowledge": cfg.knowledge,
+        "knowledge": plan.knowledge.source if snippets_on else "none (knowledge.enabled false)",
+        "prompts": {
+            "proposer": {"from": plan.prompts_from[PROPOSER], "template": plan.proposer_prompt},
+            "solver": {"from": plan.prompts_from[SOLVER], "template": plan.solver_prompt},
+        },
         "settings": settings,
         "files": {"proposer.jsonl": len(proposer_lines), "solver.jsonl": len(solver_lines)},
         "proposer": {**counts["proposer"], "rejected": dict(sorted(counts["proposer"]["rejected"].items()))},
@@ -404,3 +625,54 @@ def data_card_markdown(card: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Settings", "", "```json", json.dumps(card["settings"], indent=2), "```", ""]
     return "\n".join(lines)
+
+
+# reasons that say the teacher's answer is not in the Proposer format the prompt asks for
+_FORMAT_REASONS = {"no_problem", "no_answer", "unfinished_thinking", "empty_problem", EMPTY_REPLY}
+
+
+def dropped(card: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per role, the dropped examples by reason, most frequent first (the summary's ``dropped``)."""
+    return {
+        role: dict(sorted(card[role]["rejected"].items(), key=lambda kv: (-kv[1], kv[0])))
+        for role in ("proposer", "solver")
+    }
+
+
+def dropped_report(card: dict[str, Any]) -> list[str]:
+    """Human-readable lines: requests (responses), kept and the histogram of drop reasons per role."""
+    lines = []
+    for role, reasons in dropped(card).items():
+        c = card[role]
+        asked = f"{c['requests']} requests" if role == "proposer" else f"{c['responses']} answers"
+        hist = ", ".join(f"{k} {v}" for k, v in reasons.items()) or "none"
+        lines.append(f"{role}: {asked}, {c['kept']} kept, {sum(reasons.values())} dropped: {hist}")
+    return lines
+
+
+def check_kept(card: dict[str, Any], min_kept: int) -> None:
+    """UserError (one line) when fewer than ``min_kept`` problems were kept: the reasons and what to do."""
+    kept = card["proposer"]["kept"]
+    if kept >= min_kept:
+        return
+    reasons = dropped(card)["proposer"]
+    total = sum(reasons.values())
+    hist = ", ".join(f"{k} {v}" for k, v in reasons.items()) or "no answer was dropped"
+    fmt = sum(v for k, v in reasons.items() if k in _FORMAT_REASONS)
+    if total and fmt * 2 >= total:
+        what = (
+            "most teacher answers are not in the format the Proposer prompt asks for: give the prompts the "
+            "teacher was trained or instructed with (--config TRAIN.yaml, or --proposer-prompt-file and "
+            "--solver-prompt-file), or raise --max-tokens"
+        )
+    elif reasons.get(CHECK_DISAGREE, 0) * 2 >= max(total, 1):
+        what = (
+            "the checker seldom reaches the proposed answers: use a checker that solves such problems "
+            "(--checker MODEL_OR_URL; with --config, the Solver prompt it was trained with)"
+        )
+    else:
+        what = "raise --max-requests, or see data_card.md for the reasons"
+    raise UserError(
+        f"kept {kept} problems of {card['proposer']['requests']} teacher answers, fewer than --min-kept "
+        f"{min_kept} (dropped: {hist}); {what}"
+    )

@@ -344,26 +344,61 @@ class LocalTeacher:
 
     Requests with the same sampling settings are generated together, ``generation_batch_size``
     sequences per forward batch; each chunk's seed comes from its first request. Usage counts the
-    prompt and completion tokens.
+    prompt and completion tokens. A one-message request is rendered exactly as the RL rollouts render
+    a prompt (``prompts.apply_chat``: the chat template, or the plain format without one, and
+    ``<think>\\n`` appended when ``open_thinking``, as ``rollout.open_thinking``).
     """
 
     def __init__(
-        self, name_or_path: str, *, seed: int = 0, generation_batch_size: int = 16, dtype: str = "float32"
+        self,
+        name_or_path: str,
+        *,
+        seed: int = 0,
+        generation_batch_size: int = 16,
+        dtype: str = "float32",
+        open_thinking: bool = False,
     ):
         import torch
 
         from pasodoble.config import ModelConfig
-        from pasodoble.models import load_model_and_tokenizer
+        from pasodoble.models import load_model_and_tokenizer, set_cpu_threads
         from pasodoble.rollout.hf import HFBackend
 
         model, tokenizer = load_model_and_tokenizer(name_or_path, ModelConfig(dtype=dtype), seed=seed)
         if torch.cuda.is_available():
             model = model.to("cuda")
+        set_cpu_threads(model, None)  # one thread for a small model on CPU (as training does)
         self.tokenizer = tokenizer
         self.backend = HFBackend(model, tokenizer, generation_batch_size=generation_batch_size)
         self.generation_batch_size = generation_batch_size
+        self.open_thinking = open_thinking
         self.model = name_or_path
         self.name = name_or_path
+
+    def render(self, request: TeacherRequest, *, open_thinking: bool | None = None) -> str:
+        """The prompt text the model continues: the RL rendering for one user message."""
+        from pasodoble.prompts import apply_chat
+
+        opened = self.open_thinking if open_thinking is None else open_thinking
+        if len(request.messages) == 1 and request.messages[0][0] == "user":
+            return apply_chat(request.messages[0][1], self.tokenizer, open_thinking=opened)
+        return self.tokenizer.apply_chat_template(
+            request.message_dicts(), tokenize=False, add_generation_prompt=True
+        )
+
+    def opens_thinking(self, request: TeacherRequest) -> bool:
+        """Whether the rendered prompt ends inside a thinking section (the answer starts inside it)."""
+        from pasodoble.prompts import opens_thinking
+
+        return opens_thinking(self.render(request))
+
+    def thinking_prefix(self, request: TeacherRequest) -> str:
+        """``<think>\\n`` when ``open_thinking`` appended it after the chat template, else ''."""
+        from pasodoble.prompts import THINK_OPEN, opens_thinking
+
+        if self.open_thinking and not opens_thinking(self.render(request, open_thinking=False)):
+            return THINK_OPEN
+        return ""
 
     def complete(self, requests: Sequence[TeacherRequest], on_reply: Callable[[TeacherReply], None]) -> None:
         from pasodoble.rollout.base import SamplingParams
@@ -376,13 +411,7 @@ class LocalTeacher:
             for start in range(0, len(group), per_chunk):
                 chunk = group[start : start + per_chunk]
                 prompts = [
-                    self.tokenizer(
-                        self.tokenizer.apply_chat_template(
-                            r.message_dicts(), tokenize=False, add_generation_prompt=True
-                        ),
-                        add_special_tokens=False,
-                    )["input_ids"]
-                    for r in chunk
+                    self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"] for r in chunk
                 ]
                 params = SamplingParams(
                     temperature=temperature, max_new_tokens=max_tokens, n=n, seed=chunk[0].seed
@@ -413,8 +442,13 @@ def build_teacher(
     seed: int = 0,
     generation_batch_size: int = 16,
     dtype: str = "float32",
+    open_thinking: bool = False,
 ) -> Teacher:
-    """A ``ChatCompletionsTeacher`` for an http(s) URL, else a ``LocalTeacher``."""
+    """A ``ChatCompletionsTeacher`` for an http(s) URL, else a ``LocalTeacher``.
+
+    ``open_thinking`` applies to a local model (an endpoint renders prompts with its own chat template;
+    a separate reasoning field comes back as ``<think>...</think>``, see ``reply_text``).
+    """
     if is_url(spec):
         return ChatCompletionsTeacher(
             spec,
@@ -427,4 +461,6 @@ def build_teacher(
         )
     if api_key_env is not None:
         raise UserError(f"--api-key-env applies to http(s) endpoints only; {spec!r} is a local model")
-    return LocalTeacher(spec, seed=seed, generation_batch_size=generation_batch_size, dtype=dtype)
+    return LocalTeacher(
+        spec, seed=seed, generation_batch_size=generation_batch_size, dtype=dtype, open_thinking=open_thinking
+    )

@@ -3,9 +3,9 @@
 Every subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Only the module of
 the subcommand being run is imported (its arguments are built only then), so ``pasodoble --help``
 loads no heavy library. Options may come anywhere among a command's positional arguments
-(``pasodoble train cfg.yaml --overwrite run.out_dir=X``). User errors (``ConfigError``,
-``UserError``) print one line and exit non-zero, and so does an ``OSError`` (a path that cannot be
-written or read: the path and the cause, no traceback).
+(``pasodoble train cfg.yaml --overwrite run.out_dir=X``). User errors (``errors.PasoDobleError``:
+``ConfigError`` exits 2, ``UserError`` 1) print one line and exit non-zero, and so does an ``OSError``
+(a path that cannot be written or read: the path and the cause, no traceback).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def parse_command_args(name: str, argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pasodoble.errors import ConfigError, UserError
+    from pasodoble.errors import ConfigError, PasoDobleError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     # The top level has only flags without values (-h, --version): the first other word is the command.
@@ -93,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_command_args(argv[at], argv[at + 1 :])
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
+        from pasodoble.launch import check_launcher
+
+        check_launcher(args.command, argv[at:])  # accelerate launch: honoured or refused (pasodoble.launch)
         return int(module.run(args) or 0)
-    except ConfigError as exc:
-        print(f"pasodoble {args.command}: config error: {exc}", file=sys.stderr)
-        return 2
-    except UserError as exc:
-        print(f"pasodoble {args.command}: error: {exc}", file=sys.stderr)
+    except PasoDobleError as exc:  # ConfigError (exit 2), UserError (exit 1)
+        kind = "config error" if isinstance(exc, ConfigError) else "error"
+        print(f"pasodoble {args.command}: {kind}: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # an output location that cannot be written: read-only, a file in the way, full
         path = f"{exc.filename}: " if exc.filename else ""

@@ -19,9 +19,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing, malformed or inconsistent. The message names the field."""
+from pasodoble.errors import ConfigError
 
 
 def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None, plugin: bool = False) -> Any:

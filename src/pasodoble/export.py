@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from pasodoble.checkpoint import read_dcp_metadata, safe_dcp_reader
-from pasodoble.errors import UserError
+from pasodoble.errors import UserError, missing_extra
 from pasodoble.parallel import deepspeed_checkpoint_classes, weights_only_loads
 
 ROLES = ("proposer", "solver")
@@ -305,9 +305,8 @@ def _load_deepspeed(directory: Path, tag: str) -> dict[str, torch.Tensor]:
     import importlib.util
 
     if importlib.util.find_spec("deepspeed") is None:
-        raise UserError(
-            f"checkpoint {directory}/{tag} was written by DeepSpeed; reading it needs the deepspeed extra: "
-            "pip install -e '.[deepspeed]'"
+        raise missing_extra(
+            "deepspeed", f"checkpoint {directory}/{tag} was written by DeepSpeed; reading it needs deepspeed"
         )
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

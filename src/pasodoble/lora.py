@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from pasodoble.config import ConfigError, LoRAConfig
-from pasodoble.errors import UserError
+from pasodoble.errors import UserError, missing_extra
 
 
 def check_available() -> None:
@@ -35,7 +35,7 @@ def check_available() -> None:
     import importlib.util
 
     if importlib.util.find_spec("peft") is None:
-        raise UserError("model.lora.roles needs peft: install the extra with  pip install -e '.[peft]'")
+        raise missing_extra("peft", "model.lora.roles needs peft")
 
 
 def check_layout(strategy: str, num_processes: int) -> None:

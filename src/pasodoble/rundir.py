@@ -10,6 +10,8 @@
   nothing: ``.lock`` is written (``RunLock.record``) only once the caller has accepted the directory,
   so a refused run never touches a file of the user's. The lock is released by the kernel when the
   process dies, so a killed run never leaves a stale lock behind.
+- ``check_shared_filesystem``: every process of a multi-process run sees ``run.out_dir`` as one
+  filesystem (a collective, at the start of every run).
 """
 
 from __future__ import annotations
@@ -223,3 +225,43 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_shared_filesystem(directory: str | os.PathLike) -> None:
+    """Refuse a multi-process run whose ``directory`` (``run.out_dir``) is not one filesystem for all of them.
+
+    The main process writes checkpoints and every process reads them on ``--resume``, so a multi-node
+    run needs a shared filesystem. A collective: the main process writes a marker file, every process
+    looks for it, and a ``UserError`` names the processes (and hosts) that cannot see it. No-op in one
+    process. Run on every process at the start of a run (``Trainer``).
+    """
+    import socket
+    import uuid
+
+    from pasodoble import distributed as dist
+
+    if dist.world_size() == 1:
+        return
+    d = Path(directory)
+    token = dist.broadcast(uuid.uuid4().hex if dist.is_main() else None)
+    marker = d / f".shared-fs-check-{token}"
+    if dist.is_main():
+        d.mkdir(parents=True, exist_ok=True)
+        marker.write_text(token)
+    dist.gather_list([None])  # a barrier: the marker exists before anyone looks
+    try:
+        seen = marker.is_file() and marker.read_text() == token
+    except OSError:
+        seen = False
+    results = dist.gather_list([(dist.rank(), socket.gethostname(), seen)])  # every look is done
+    if dist.is_main():
+        marker.unlink(missing_ok=True)
+    blind = [(r, host) for r, host, ok in results if not ok]
+    if blind:
+        who = ", ".join(f"process {r} on {host}" for r, host in blind[:4])
+        raise UserError(
+            f"run.out_dir={d} is not on a filesystem every node shares: {who} cannot see a file the main "
+            "process wrote there. Multi-node runs need a shared filesystem (NFS, Lustre, ...) mounted at the "
+            "same path on every node for run.out_dir (checkpoints are written by the main process and read "
+            "by every process on --resume)"
+        )

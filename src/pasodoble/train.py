@@ -61,13 +61,14 @@ from pasodoble.rundir import (
     MARKER,
     RunLock,
     check_out_dir,
+    check_shared_filesystem,
     check_writable,
     clear_run_dir,
     remove_unstarted_run,
     write_marker,
 )
 from pasodoble.tasks import get_task
-from pasodoble.topology import check_shared_filesystem, engine_context_length, validate_topology
+from pasodoble.topology import engine_context_length, validate_topology
 
 
 @dataclass

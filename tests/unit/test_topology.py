@@ -450,7 +450,8 @@ class FakeDist:
 
 def test_shared_filesystem_check(tmp_path, monkeypatch):
     import pasodoble.distributed as dist_mod
-    from pasodoble.topology import check_shared_filesystem
+    from pasodoble.errors import UserError
+    from pasodoble.rundir import check_shared_filesystem
 
     check_shared_filesystem(tmp_path / "single")  # one process: nothing to check
     for name in ("world_size", "rank", "is_main", "broadcast", "gather_list"):
@@ -458,11 +459,11 @@ def test_shared_filesystem_check(tmp_path, monkeypatch):
     check_shared_filesystem(tmp_path / "run")  # the main process sees its marker, the peer reports it does
     assert list((tmp_path / "run").iterdir()) == []  # the marker is removed
     monkeypatch.setattr(dist_mod, "gather_list", FakeDist(0, peer_sees=False).gather_list)
-    with pytest.raises(ConfigError, match="process 1 on node1 cannot see a file the main process wrote"):
+    with pytest.raises(UserError, match="process 1 on node1 cannot see a file the main process wrote"):
         check_shared_filesystem(tmp_path / "run")
     # seen from a non-main process whose disk lacks the main process's marker
     fake = FakeDist(1, peer_sees=True)
     for name in ("rank", "is_main", "broadcast", "gather_list"):
         monkeypatch.setattr(dist_mod, name, getattr(fake, name))
-    with pytest.raises(ConfigError, match="process 1 on .* cannot see.*shared filesystem"):
+    with pytest.raises(UserError, match="process 1 on .* cannot see.*shared filesystem"):
         check_shared_filesystem(tmp_path / "elsewhere")

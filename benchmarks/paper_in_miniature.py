@@ -304,11 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     if not args.table_only:
         out.mkdir(parents=True, exist_ok=True)
-        # variant-major in RUN_ORDER: the dual-play runs (whose cold-start evaluation the others reuse)
-        # first, the controls that issue 18 already measured with the same command last
+        # seed-major, each seed in RUN_ORDER: the dual-play run (whose cold-start evaluation the others
+        # reuse) first, the controls that issue 18 already measured with the same command last, then the
+        # memorization analyses; so a partial run has every variant of its first seeds
         jobs: list[tuple[str, list[str]]] = []
-        for v in sorted(args.variants, key=RUN_ORDER.index):
-            for s in args.seeds:
+        for s in args.seeds:
+            for v in sorted(args.variants, key=RUN_ORDER.index):
                 if args.resume and (out / f"{v}-seed{s}" / "summary.json").is_file():
                     continue
                 cmd = ["--one", v, str(s), "--steps", str(steps)]
@@ -317,31 +318,31 @@ def main(argv: list[str] | None = None) -> int:
                 if args.eval_limit:
                     cmd += ["--eval-limit", str(args.eval_limit)]
                 jobs.append((f"{v}-seed{s}", [*cmd, f"run.threads={threads}", *args.overrides]))
-        if not args.no_memorization:
             for v in MEMORIZATION_VARIANTS:
-                if v in args.variants:
-                    jobs += [
-                        (f"memorization-{v}-seed{s}", ["--memorize", v, str(s)])
-                        for s in args.seeds
-                        if not (
-                            args.resume
-                            and (out / f"memorization-{v}-seed{s}" / "memorization.json").is_file()
-                        )
-                    ]
+                done = (out / f"memorization-{v}-seed{s}" / "memorization.json").is_file()
+                if v in args.variants and not args.no_memorization and not (args.resume and done):
+                    jobs.append((f"memorization-{v}-seed{s}", ["--memorize", v, str(s)]))
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         running: list[tuple[subprocess.Popen, str]] = []
         while jobs or running:
             while jobs and len(running) < args.jobs:
-                name, cmd = jobs[0]
-                if name.startswith("memorization-"):
+                # the first job that can start: a memorization waits for its run to finish
+                pick = None
+                for k, (name, _) in enumerate(jobs):
                     source = name.removeprefix("memorization-")
-                    if not (out / source / "summary.json").is_file():
-                        if any(n == source for _, n in running):
-                            break  # its run is still going: wait for it
-                        failed.append(name)  # its run failed
-                        jobs.pop(0)
-                        continue
-                jobs.pop(0)
+                    if name == source or (out / source / "summary.json").is_file():
+                        pick = k
+                        break
+                    if not any(n == source for _, n in running) and not any(n == source for n, _ in jobs):
+                        pick = k  # its run failed
+                        break
+                if pick is None:
+                    break
+                name, cmd = jobs.pop(pick)
+                source = name.removeprefix("memorization-")
+                if name != source and not (out / source / "summary.json").is_file():
+                    failed.append(name)
+                    continue
                 log = open(out / f"{name}.log", "w")
                 proc = subprocess.Popen(
                     [sys.executable, __file__, "--out", str(out), *cmd],

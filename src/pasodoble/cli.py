@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_command_args(argv[at], argv[at + 1 :])
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
+        from pasodoble.launch import check_launcher
+
+        check_launcher(args.command, argv[at:])  # accelerate launch: honoured or refused (pasodoble.launch)
         return int(module.run(args) or 0)
     except PasoDobleError as exc:  # ConfigError (exit 2), UserError (exit 1)
         kind = "config error" if isinstance(exc, ConfigError) else "error"

@@ -467,3 +467,19 @@ def test_shared_filesystem_check(tmp_path, monkeypatch):
         monkeypatch.setattr(dist_mod, name, getattr(fake, name))
     with pytest.raises(UserError, match="process 1 on .* cannot see.*shared filesystem"):
         check_shared_filesystem(tmp_path / "elsewhere")
+
+
+def test_pasodoble_plan_prints_what_the_topology_module_prints(capsys):
+    from pasodoble.cli import main as cli_main
+    from pasodoble.commands.plan import main
+
+    path = str(ROOT / "configs/recipes/qwen2.5-3b-offline.yaml")
+    for argv in (
+        [path, "--gpus", "8", "--gpu-memory-gib", "80"],
+        [path, "--gpus", "8", "proposer.group_size=7"],
+    ):
+        code = main(argv)
+        alias = capsys.readouterr()
+        assert cli_main(["plan", *argv]) == code
+        assert capsys.readouterr() == alias
+    assert code == 2 and alias.err.startswith("refused: proposer.group_size (N: the Proposer's batch) = 7")

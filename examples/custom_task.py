@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pasodoble as pd
-from pasodoble.rollout.base import Completion
+from pasodoble.rollout.base import Completion, GenerationBackend
 from pasodoble.tasks.qa import QATask
 from pasodoble.types import Question, Validity
 
@@ -35,7 +35,7 @@ class ShortAnswerQA(QATask):
         return super().question_validity(question, leak_check=leak_check)
 
 
-class QuizWriter:
+class QuizWriter(GenerationBackend):
     """A scripted generator: the Proposer asks for capitals, the Solver answers right about half the time."""
 
     CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Kenya", "Nairobi")]

@@ -26,15 +26,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pasodoble.rollout import make_backend  # noqa: E402
+from pasodoble.rollout import GenerationBackend, make_backend  # noqa: E402
 from pasodoble.topology import engine_context_length  # noqa: E402
 from pasodoble.train import run_training  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class CountingBackend:
-    """Wraps a backend; counts completion tokens and generation seconds."""
+class CountingBackend(GenerationBackend):
+    """Wraps a backend; counts completion tokens and generation seconds; the rest of the lifecycle is the
+    inner backend's."""
 
     def __init__(self, inner, counter: dict) -> None:
         self.inner, self.counter = inner, counter
@@ -53,8 +54,17 @@ class CountingBackend:
     def sync_weights(self, model):
         self.inner.sync_weights(model)
 
-    def __getattr__(self, name):  # local(), pop_sync_seconds() and the like: the inner backend's
-        return getattr(self.inner, name)
+    def pop_sync_seconds(self) -> float:
+        return self.inner.pop_sync_seconds()
+
+    def hold(self) -> None:
+        self.inner.hold()
+
+    def local(self) -> GenerationBackend:
+        return self.inner.local()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def run_backend(backend: str, device: str, steps: int, out: Path) -> dict:

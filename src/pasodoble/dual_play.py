@@ -36,7 +36,8 @@ from pasodoble.rewards import (
     solver_trainable,
     validated_pass_rate,
 )
-from pasodoble.rollout.base import Completion, RolloutBackend, SamplingParams
+from pasodoble.rollout.base import Completion, GenerationBackend, SamplingParams
+from pasodoble.seeds import derive_seed
 from pasodoble.tasks import get_task
 from pasodoble.types import ParseFailure, Question
 
@@ -47,9 +48,17 @@ class Role:
 
     name: str
     learner: Learner
-    backend: RolloutBackend
+    backend: GenerationBackend
     temperature: float
     max_new_tokens: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, GenerationBackend):
+            raise TypeError(
+                f"the {self.name}'s generator is a {type(self.backend).__name__}, not a "
+                "pasodoble.rollout.GenerationBackend: derive it from that class (it writes generate and "
+                "sync_weights; the rest of the lifecycle has defaults)"
+            )
 
 
 @dataclass
@@ -91,11 +100,6 @@ class Proposed:
     attempted: list[int]  # indices of the questions the Solver attempted (the valid ones)
     attempts: list[list[Completion]]  # their attempts, in the order of ``attempted``
     timing: dict[str, float]
-
-
-def _seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (run seed, step, role, rank): stable across runs and resumes."""
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 _ROLE_IDS = {"proposer": 1, "solver": 2}
@@ -150,7 +154,7 @@ class DualPlay:
             top_k=self.cfg.rollout.top_k,
             max_new_tokens=role.max_new_tokens,
             n=1,
-            seed=_seed(self.cfg.run.seed, step, _ROLE_IDS[role.name], dist.rank()),
+            seed=derive_seed(self.cfg.run.seed, step, _ROLE_IDS[role.name], dist.rank()),
         )
         # Called on every rank, even with nothing to generate: a backend may take part in collectives
         # (a sharded model's weights gathered for generation) and must return [] for no prompts.
@@ -231,7 +235,7 @@ class DualPlay:
         ).tolist()
         skip = skip_step(p_tilde, advantages, cfg)
         self.diversity.add([s for s, p in zip(token_sets, parsed, strict=True) if isinstance(p, Question)])
-        rng = np.random.default_rng(_seed(self.cfg.run.seed, step, 7))
+        rng = np.random.default_rng(derive_seed(self.cfg.run.seed, step, 7))
         attempts_of = dict(zip(attempted, attempts, strict=True))
         solver_r = [
             self._solver_rewards([x.correct for x in verdicts_of[i]], attempts_of[i], parsed[i], rng)
@@ -414,7 +418,7 @@ class DualPlay:
     def solver_phase_step(self, step: int) -> StepResult:
         """Offline (b): the Proposer is frozen; the Solver trains on buffered questions against stored answers."""
         t0 = time.perf_counter()
-        rng = np.random.default_rng(_seed(self.cfg.run.seed, step, 11))
+        rng = np.random.default_rng(derive_seed(self.cfg.run.seed, step, 11))
         entries = dist.main_then_broadcast(lambda: self.buffer.sample(self.cfg.solver.batch_questions, rng))
         result = StepResult()
         if not entries:
@@ -428,7 +432,7 @@ class DualPlay:
 
         def score():
             verdicts = self._grade(attempts, [e.answer for e in entries])
-            rng_r = np.random.default_rng(_seed(self.cfg.run.seed, step, 7))
+            rng_r = np.random.default_rng(derive_seed(self.cfg.run.seed, step, 7))
             out = []
             for e, v, group in zip(entries, verdicts, attempts, strict=True):
                 correct = [x.correct for x in v]
@@ -591,8 +595,7 @@ def _sync(role: Role) -> float:
 
 def _pending_sync(role: Role) -> float:
     """Seconds a backend spent loading weights lazily since last asked (0 for backends that do not)."""
-    pop = getattr(role.backend, "pop_sync_seconds", None)
-    return float(pop()) if pop is not None else 0.0
+    return float(role.backend.pop_sync_seconds())
 
 
 def _train_sample(c: Completion, advantage: float) -> TrainSample:

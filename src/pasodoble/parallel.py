@@ -38,6 +38,8 @@ import torch
 from pasodoble.checkpoint import read_dcp_metadata, safe_dcp_reader
 from pasodoble.config import Config
 from pasodoble.errors import UserError
+from pasodoble.rollout.base import GenerationBackend
+from pasodoble.rollout.slot import ModelReplica
 
 STRATEGIES = ("none", "ddp", "fsdp2", "deepspeed_zero2")
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -191,74 +193,56 @@ def upcast_master(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-class GenerationReplica:
+class GenerationReplica(ModelReplica):
     """A full, unsharded copy of the policy in the compute dtype, for generation under FSDP2.
 
-    One per process, shared by both roles (they have one architecture): ``load(role, model)`` copies
-    the role's current weights in when the replica holds another role's or stale ones. Loading gathers
-    the FSDP2 shards, a collective: every process calls it at the same point.
+    One per process, shared by both roles (they have one architecture): a ``RoleSlot`` keyed by role name,
+    so ``ensure(role, model)`` copies the role's current weights in when the replica holds another role's
+    or stale ones. Loading gathers the FSDP2 shards, a collective: every process calls it at the same point.
     """
 
     def __init__(self, model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> None:
-        self.model = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-        self.model.requires_grad_(False)
-        self.dtype = dtype
-        self.holds: str | None = None  # the role whose current weights are loaded
+        super().__init__(copy.deepcopy(model).to(device=device, dtype=dtype), dtype)
 
-    def invalidate(self, role: str) -> None:
-        if self.holds == role:
-            self.holds = None
-
-    @torch.no_grad()
-    def load(self, role: str, model: torch.nn.Module) -> bool:
-        """Copy ``model``'s full weights in unless they are already loaded; True when it copied."""
-        from pasodoble.weights import full_state_items
-
-        if self.holds == role:
-            return False
-        target = self.model.state_dict()
-        for name, full in full_state_items(model, dtype=self.dtype):
-            target[name].copy_(full)
-        self.holds = role
-        return True
+    @property
+    def model(self) -> torch.nn.Module:
+        """The replica's module (what the role's inner backend generates with)."""
+        return self.module
 
 
-class ReplicaBackend:
-    """A role's ``RolloutBackend`` over a shared ``GenerationReplica`` (FSDP2 with a transformers backend).
+class ReplicaBackend(GenerationBackend):
+    """A role's ``GenerationBackend`` over a shared ``GenerationReplica`` (FSDP2 with a transformers backend).
 
-    ``generate`` first loads the role's current weights into the replica when it holds another
-    role's or stale ones (a gather every process takes part in, so it is called on every process,
-    with an empty prompt list where a process has no share); ``sync_weights`` only marks them stale.
+    ``generate`` and ``hold`` first load the role's current weights into the replica when it holds another
+    role's or stale ones (a gather every process takes part in, so ``generate`` is called on every process,
+    with an empty prompt list where a process has no share); ``sync_weights`` only marks them stale;
     ``pop_sync_seconds`` reports the time spent loading since the last call (``time/weight_sync``).
     """
 
-    def __init__(self, role: str, inner, replica: GenerationReplica, source: torch.nn.Module) -> None:
+    def __init__(
+        self, role: str, inner: GenerationBackend, replica: GenerationReplica, source: torch.nn.Module
+    ) -> None:
         self.role = role
         self.inner = inner
         self.replica = replica
         self.source = source
-        self._sync_seconds = 0.0
 
     def generate(self, prompts, params):
-        import time
-
-        started = time.perf_counter()
-        if self.replica.load(self.role, self.source):
-            self._sync_seconds += time.perf_counter() - started
+        self.hold()
         return self.inner.generate(prompts, params) if prompts else []
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         self.source = model
         self.replica.invalidate(self.role)
 
-    def local(self):
-        """The inner backend, for generation on one process alone (evaluation on the main process):
-        call ``generate`` on every process first, so that the weights are loaded."""
-        return self.inner
+    def hold(self) -> None:
+        """Load the role's current weights now (every process): ``local()`` then generates without a gather."""
+        self._sync_seconds += self.replica.ensure(self.role, self.source)
 
-    def pop_sync_seconds(self) -> float:
-        seconds, self._sync_seconds = self._sync_seconds, 0.0
-        return seconds
+    def local(self) -> GenerationBackend:
+        """The inner backend, for generation on one process alone (evaluation on the main process), after
+        ``hold()`` on every process."""
+        return self.inner
 
 
 # --------------------------------------------------------------------------------------------------

@@ -333,20 +333,12 @@ class Trainer:
         Uses the Solver's own generator and the run's grader; results go to RUN/eval/step_<8-digit step>/
         in the format of ``pasodoble eval`` (results.json, results.md, samples.jsonl).
         """
-        from pasodoble.rollout.base import SamplingParams
-
         # Every process first takes part in any pending weight load of the Solver's generator (a
         # gather under FSDP2, a colocated engine's load); then the main process generates alone.
-        backend = self.engine.solver.backend
-        hold = getattr(backend, "hold", None)
-        if hold is not None:  # a vLLM engine keeps the Solver's weights until the next step's generation
-            hold()
-        else:
-            backend.generate([], SamplingParams(max_new_tokens=1))
+        self.engine.solver.backend.hold()
         if not dist.is_main():
             return {}
-        local = getattr(backend, "local", None)
-        backend = local() if local is not None else backend
+        backend = self.engine.solver.backend.local()
         from pasodoble.eval.benchmarks import load_benchmark
         from pasodoble.eval.runner import BackendGenerator, EvalSettings, run_eval
 
@@ -549,6 +541,8 @@ class Trainer:
             signal.signal(s, handler)
         self._previous_handlers = {}
         self.logger.close()
+        self.engine.proposer.backend.close()
+        self.engine.solver.backend.close()
         if self.engine.grader is not None:
             self.engine.grader.close()
         if self.lock is not None:

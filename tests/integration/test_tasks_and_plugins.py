@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pasodoble.config import load_config
-from pasodoble.rollout.base import Completion, SamplingParams
+from pasodoble.rollout.base import Completion, GenerationBackend, SamplingParams
 from pasodoble.train import run_training
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ CAPITALS = [
 ]
 
 
-class ScriptedQA:
+class ScriptedQA(GenerationBackend):
     """Proposer: quiz questions about capitals (1 in 6 has no <answer>); Solver: right with a chance that
     depends on the question, ending with an 'Answer:' line."""
 

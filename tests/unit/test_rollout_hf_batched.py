@@ -119,7 +119,7 @@ def test_one_compute_dtype_replica_serves_both_roles(tiny_tokenizer, one_thread)
     copies = []
 
     def holds(model):
-        replica = next(iter(_REPLICAS.values()))["module"]
+        replica = next(iter(_REPLICAS.values())).module
         assert next(replica.parameters()).dtype == torch.bfloat16
         return all(
             torch.equal(replica.state_dict()[k], v.to(torch.bfloat16)) for k, v in model.state_dict().items()
@@ -128,9 +128,9 @@ def test_one_compute_dtype_replica_serves_both_roles(tiny_tokenizer, one_thread)
     original = HFBatchedBackend._generation_model
 
     def counting(self, device):
-        before = next(iter(_REPLICAS.values()))["owner"] if _REPLICAS else None
+        before = next(iter(_REPLICAS.values())).holds if _REPLICAS else None
         module = original(self, device)
-        copies.append(_REPLICAS and next(iter(_REPLICAS.values()))["owner"] != before)
+        copies.append(_REPLICAS and next(iter(_REPLICAS.values())).holds != before)
         return module
 
     HFBatchedBackend._generation_model = counting

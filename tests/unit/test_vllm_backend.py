@@ -16,9 +16,9 @@ import torch
 from pasodoble.config import load_config
 from pasodoble.errors import UserError
 from pasodoble.rollout.base import SamplingParams
+from pasodoble.rollout.vllm import ColocatedEngine, RemoteEngine, TRLEngine, VLLMBackend, make_server
 from pasodoble.rollout.vllm import local as local_mod
 from pasodoble.rollout.vllm import server as server_mod
-from pasodoble.rollout.vllm import ColocatedEngine, RemoteEngine, TRLEngine, VLLMBackend, make_server
 from pasodoble.testing.tiny import build_tiny_model
 from pasodoble.weights import full_state_items
 
@@ -192,6 +192,8 @@ def test_colocated_backends_share_one_engine_started_from_dummy_weights(
     built = []
 
     class Started(FakeEngine):
+        version, cpu, sleep_mode, reload = "vllm (fake)", False, True, False  # what the start-up line names
+
         def __init__(self, model_dir, **kw):
             super().__init__(eos=2)
             built.append((kw, sorted(os.listdir(model_dir))))

@@ -1,9 +1,22 @@
-"""Generation backends behind one Protocol (``RolloutBackend``); ``hf`` and ``hf_batched`` need only
-transformers, ``vllm`` the vllm extra."""
+"""Generation backends, each a ``GenerationBackend`` (``base.py``: the lifecycle); ``hf`` and ``hf_batched``
+need only transformers, ``vllm`` the vllm extra."""
 
-from pasodoble.rollout.base import Completion, FinishReason, RolloutBackend, SamplingParams
+from pasodoble.rollout.base import (
+    Completion,
+    FinishReason,
+    GenerationBackend,
+    RolloutBackend,
+    SamplingParams,
+)
 
-__all__ = ["Completion", "FinishReason", "RolloutBackend", "SamplingParams", "make_backend"]
+__all__ = [
+    "Completion",
+    "FinishReason",
+    "GenerationBackend",
+    "RolloutBackend",
+    "SamplingParams",
+    "make_backend",
+]
 
 
 def make_backend(
@@ -18,7 +31,7 @@ def make_backend(
     engine_dtype: str = "bfloat16",
     seed: int = 0,
     max_model_len: int = 8192,
-) -> RolloutBackend:
+) -> GenerationBackend:
     """Build a backend by config name (``rollout.backend``: hf, hf_batched or vllm).
 
     ``compute_dtype`` (a ``torch.dtype`` or None) is the transformers backends' decode dtype (see

@@ -1,12 +1,15 @@
-"""The rollout-backend interface: sample ``n`` completions per prompt, keep the trainer's token ids.
+"""The generation-backend interface: sample ``n`` completions per prompt, keep the trainer's token ids.
 
 A backend receives prompts as token-id lists (already truncated and chat-templated by the caller)
 and returns, per prompt, ``n`` ``Completion`` records whose ``completion_ids`` are exactly the
 sampled tokens: trailing padding is removed, the EOS token is kept when it was generated. The
 learner trains on these ids, so generation and training never re-tokenize text.
 
-After every optimizer step the trainer calls ``sync_weights(model)`` so the backend samples from the
-updated policy (a no-op for the transformers backend, which generates with the training model).
+Every backend derives from ``GenerationBackend``, whose lifecycle the trainer drives (docs/learner.md):
+``generate``; ``sync_weights(model)`` after every update; ``pop_sync_seconds()`` for ``time/weight_sync``;
+``hold()`` on every process, then ``local()`` on the main process for a generation on it alone (the
+in-training evaluation); ``close()`` at the end. ``RoleSlot`` (``rollout/slot.py``) is the one mechanism
+behind the generators that hold one role's weights at a time.
 
 **Stop tokens.** Every backend stops a completion at its default ``stop_token_ids``: the model's and
 tokenizer's EOS ids *and* the chat template's end-of-turn id. Base models (Qwen3-*-Base, Qwen2.5) list
@@ -16,8 +19,10 @@ the end-of-turn id a completion runs on into invented turns up to ``max_new_toke
 
 from __future__ import annotations
 
+import abc
+import time
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import torch
 
@@ -72,17 +77,57 @@ class Completion:
         return self.finish_reason == "length"
 
 
-@runtime_checkable
-class RolloutBackend(Protocol):
-    """What the trainer needs from a generation engine."""
+class GenerationBackend(abc.ABC):
+    """A generation engine with the lifecycle the trainer drives; subclasses write ``generate`` and
+    ``sync_weights`` and override the rest where they have something to do.
 
+    The trainer's calls, in order: ``generate`` (every process, in the same order: an empty prompt list
+    where a process has no share, since a weight load may be a collective); ``sync_weights(model)`` after
+    each update (every process); ``pop_sync_seconds()`` when it reports ``time/weight_sync``; for an
+    evaluation on the main process alone, ``hold()`` on every process, then ``local().generate(...)`` on the
+    main one; ``close()`` when the run ends.
+    """
+
+    _sync_seconds: float = 0.0  # seconds spent loading weights lazily, not yet reported
+
+    @abc.abstractmethod
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         """Return ``params.n`` completions for each prompt, in prompt order; deterministic per seed."""
-        ...
 
+    @abc.abstractmethod
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the backend sample from ``model``'s current weights (called after each update)."""
-        ...
+
+    def pop_sync_seconds(self) -> float:
+        """Seconds spent loading weights outside ``sync_weights`` (lazily, before a generation) since the
+        last call; the caller times ``sync_weights`` itself. Backends that load lazily add to
+        ``_sync_seconds``; 0.0 for the others."""
+        seconds, self._sync_seconds = self._sync_seconds, 0.0
+        return seconds
+
+    def hold(self) -> None:  # noqa: B027 - a default on purpose: most backends have nothing to do
+        """Every process calls this before the main process generates alone through ``local()``: a backend
+        whose weight load is a collective loads the current weights now and keeps them until the next
+        collective ``generate``. Nothing to do by default."""
+
+    def local(self) -> GenerationBackend:
+        """A view whose ``generate`` involves this process only (after ``hold()``); the backend itself by
+        default."""
+        return self
+
+    def close(self) -> None:  # noqa: B027 - a default on purpose: most backends hold nothing
+        """Release what the backend holds (the run is over). Nothing to do by default."""
+
+
+# The name of the interface before it became a base class (issue 25); the same class.
+RolloutBackend = GenerationBackend
+
+
+def device_time(device: Any) -> float:
+    """Wall-clock seconds, after the device has finished its queued work (CUDA only)."""
+    if getattr(device, "type", "cpu") == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 _TURN_MARK = "\u2063PASODOBLE_END_OF_TURN_PROBE\u2063"

@@ -18,6 +18,10 @@ Prompts are left-padded in chunks of ``generation_batch_size`` sequences; positi
 from the attention mask so padded rows see the same positions as unpadded ones. A chunk whose
 prompts all have one length runs without a mask (the cheaper causal path).
 
+**One chunk loop, two hooks.** ``_generate_chunk`` pads, prefills, samples and times a chunk; how the model
+runs is two hooks: ``_prefill`` (the prompt forward, returning the chunk's decode state and the first
+logits) and ``_decode_step`` (one token per row through that state). ``hf_batched`` overrides only these.
+
 **Compute dtype.** With ``compute_dtype`` set and different from the model's parameter dtype (float32
 master weights, bfloat16 compute), each ``generate`` call runs under one ``torch.autocast`` region, so
 the weights are cast once per call and reused by every decode step.
@@ -27,12 +31,19 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import torch
 
-from pasodoble.rollout.base import Completion, SamplingParams, stop_token_ids
+from pasodoble.rollout.base import (
+    Completion,
+    GenerationBackend,
+    SamplingParams,
+    device_time,
+    stop_token_ids,
+)
+from pasodoble.seeds import derive_seed
 
 
 def filter_logits(scaled_logits_BV: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -52,8 +63,21 @@ def filter_logits(scaled_logits_BV: torch.Tensor, top_k: int, top_p: float) -> t
     return logits
 
 
-class HFBackend:
-    """``RolloutBackend`` on a transformers causal LM (CPU or GPU), sharing the training model.
+@dataclass
+class DecodeState:
+    """What one chunk's decode carries from step to step (``_prefill`` makes it, ``_decode_step`` advances
+    it). ``stats()`` adds backend-specific entries to ``last_stats`` once the chunk is done."""
+
+    cache: Any
+    mask_BP: torch.Tensor | None = None  # the attention mask of a padded chunk; None: no padding
+    next_pos_B: torch.Tensor | None = None  # the next position of each row of a padded chunk
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+
+class HFBackend(GenerationBackend):
+    """``GenerationBackend`` on a transformers causal LM (CPU or GPU), sharing the training model.
 
     Args:
         model: the (unwrapped) causal LM to sample from; switched to eval mode while generating.
@@ -166,53 +190,73 @@ class HFBackend:
         generator: torch.Generator | list[torch.Generator],
         device,
     ) -> list[tuple[list[int], list[float], bool]]:
-        t0 = _now(device)
+        """Pad, prefill and decode one chunk (the hooks run the model); add its timings to ``last_stats``."""
+        t0 = device_time(device)
         input_ids_BP, mask_BP = left_pad(prompts, self.pad_token_id, device)
         B = input_ids_BP.shape[0]
-        padded = bool((mask_BP == 0).any())
-
-        if padded:
-            positions_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
-            out = model(
-                input_ids=input_ids_BP,
-                attention_mask=mask_BP,
-                position_ids=positions_BP,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            next_pos_B = positions_BP[:, -1] + 1
-        else:
-            out = model(input_ids=input_ids_BP, use_cache=True, logits_to_keep=1)
-        cache = getattr(out, self._cache_kw)
-        logits_BV = out.logits[:, -1].float()
-
-        sampler = StepSampler(params, generator, self.eos_token_ids, self.pad_token_id, B, logits_BV, device)
-        t1 = _now(device)
         T = params.max_new_tokens
+        state, logits_BV = self._prefill(model, input_ids_BP, mask_BP, T, device)
+        sampler = StepSampler(params, generator, self.eos_token_ids, self.pad_token_id, B, logits_BV, device)
+        t1 = device_time(device)
         for t in range(T):
             done = sampler.step(logits_BV)
             if t == T - 1 or done:
                 break
-            tok_B = sampler.last_tokens_B
-            if padded:
-                mask_BP = torch.cat([mask_BP, torch.ones((B, 1), dtype=mask_BP.dtype, device=device)], 1)
-                out = model(
-                    input_ids=tok_B[:, None],
-                    attention_mask=mask_BP,
-                    position_ids=next_pos_B[:, None],
-                    use_cache=True,
-                    **{self._cache_kw: cache},
-                )
-                next_pos_B = next_pos_B + 1
-            else:
-                out = model(input_ids=tok_B[:, None], use_cache=True, **{self._cache_kw: cache})
-            cache = getattr(out, self._cache_kw)
-            logits_BV = out.logits[:, -1].float()
-        t2 = _now(device)
+            logits_BV = self._decode_step(model, state, sampler.last_tokens_B, device)
+        t2 = device_time(device)
+        rows = sampler.rows()
         self.last_stats["prefill_s"] += t1 - t0
         self.last_stats["decode_s"] += t2 - t1
         self.last_stats["decode_steps"] += sampler.steps
-        return sampler.rows()
+        for key, value in state.stats().items():
+            self.last_stats[key] = self.last_stats.get(key, 0) + value
+        return rows
+
+    def _prefill(
+        self,
+        model: torch.nn.Module,
+        input_ids_BP: torch.Tensor,
+        mask_BP: torch.Tensor,
+        max_new_tokens: int,
+        device,
+    ) -> tuple[DecodeState, torch.Tensor]:
+        """The prompt forward of a chunk: its decode state and the fp32 logits ``[B, V]`` of the last position.
+
+        Transformers' dynamic cache; a chunk without padding runs without a mask (the cheaper causal path).
+        """
+        if not bool((mask_BP == 0).any()):
+            out = model(input_ids=input_ids_BP, use_cache=True, logits_to_keep=1)
+            return DecodeState(getattr(out, self._cache_kw)), out.logits[:, -1].float()
+        positions_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=input_ids_BP,
+            attention_mask=mask_BP,
+            position_ids=positions_BP,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        state = DecodeState(getattr(out, self._cache_kw), mask_BP, positions_BP[:, -1] + 1)
+        return state, out.logits[:, -1].float()
+
+    def _decode_step(
+        self, model: torch.nn.Module, state: DecodeState, tok_B: torch.Tensor, device
+    ) -> torch.Tensor:
+        """Feed one token per row (``tok_B``) through the chunk's state; the next fp32 logits ``[B, V]``."""
+        if state.mask_BP is None:
+            out = model(input_ids=tok_B[:, None], use_cache=True, **{self._cache_kw: state.cache})
+        else:
+            ones_B1 = torch.ones((tok_B.shape[0], 1), dtype=state.mask_BP.dtype, device=device)
+            state.mask_BP = torch.cat([state.mask_BP, ones_B1], 1)
+            out = model(
+                input_ids=tok_B[:, None],
+                attention_mask=state.mask_BP,
+                position_ids=state.next_pos_B[:, None],
+                use_cache=True,
+                **{self._cache_kw: state.cache},
+            )
+            state.next_pos_B = state.next_pos_B + 1
+        state.cache = getattr(out, self._cache_kw)
+        return out.logits[:, -1].float()
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,13 +325,6 @@ class StepSampler:
         return rows
 
 
-def _now(device) -> float:
-    """Wall-clock seconds, after the device has finished its queued work (CUDA only)."""
-    if getattr(device, "type", "cpu") == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def _sample(probs_BV: torch.Tensor, generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
     """One token per row from ``probs_BV`` by the exponential race: argmax(p / E), E ~ Exp(1) i.i.d.
 
@@ -304,7 +341,7 @@ def _sample(probs_BV: torch.Tensor, generator: torch.Generator | list[torch.Gene
 
 def _row_generator(seed: int, index: int, device) -> torch.Generator:
     gen = torch.Generator(device=device)
-    gen.manual_seed(int(np.random.SeedSequence([abs(int(seed)), index]).generate_state(1, np.uint64)[0] >> 1))
+    gen.manual_seed(derive_seed(seed, index))
     return gen
 
 

@@ -2,9 +2,9 @@
 
 ``HFBackend`` lets transformers grow a dynamic KV cache and launches every kernel of every layer from
 Python at each decode step; at batch 64 on an H200 that costs 20.9 ms a step for a Qwen3-1.7B-shaped
-model, whose weights take 0.8 ms to read. This backend keeps ``HFBackend``'s decode loop, sampler and
+model, whose weights take 0.8 ms to read. This backend keeps ``HFBackend``'s chunk loop, sampler and
 contract (same seeds, same generator streams, same stop handling: the same completion ids and per-token
-log-probabilities up to float rounding) and changes only how one decode step runs:
+log-probabilities up to float rounding) and overrides only its two hooks, the prefill and the decode step:
 
 - **Static KV cache.** Every layer's keys and values live in fixed buffers ``[B, kv_heads, L, head_dim]``
   (L = longest prompt of the chunk + ``max_new_tokens``), written in place at one column per step. The
@@ -17,8 +17,9 @@ log-probabilities up to float rounding) and changes only how one decode step run
   ``graph_error`` says why.
 - **Compute-dtype replica**: with ``compute_dtype`` different from the parameters' dtype (float32
   masters, bfloat16 compute) and CUDA graphs on, the decode runs on a bfloat16 replica of the model
-  (one per process and architecture, shared by both roles) whose weights are copied from the role's
-  model when the replica last held another role or weights that were updated since. Without graphs the
+  (one per process and architecture, shared by both roles: a ``rollout.slot.ModelReplica`` keyed by
+  backend) whose weights are copied from the backend's model when the replica last held another
+  backend's or weights that were updated since. Without graphs the
   decode runs under ``torch.autocast`` like ``HFBackend``.
 
 Supported attention kernels: ``sdpa`` and ``eager`` (the mask is a 4D additive mask, which transformers
@@ -29,15 +30,16 @@ which the tests compare with ``HFBackend``.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
-import time
+from dataclasses import dataclass, field
 
 import torch
 
-from pasodoble.rollout.base import SamplingParams
-from pasodoble.rollout.hf import HFBackend, StepSampler, _now, left_pad
-from pasodoble.weights import full_state_items
+from pasodoble.rollout.base import device_time
+from pasodoble.rollout.hf import DecodeState, HFBackend
+from pasodoble.rollout.slot import ModelReplica
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +83,14 @@ class StaticKV:
 
 
 # One compute-dtype replica per (architecture, device, dtype) in this process, shared by both roles.
-_REPLICAS: dict[tuple, dict] = {}
+_REPLICAS: dict[tuple, ModelReplica] = {}
+_BACKEND_KEYS = itertools.count()  # a replica holds one backend's weights: each backend gets its own key
 
 
-def _replica_for(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> dict:
+def _replica_for(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> ModelReplica:
     key = (type(model), model.config.to_json_string(use_diff=False), str(device), dtype)
-    entry = _REPLICAS.get(key)
-    if entry is None:
+    replica = _REPLICAS.get(key)
+    if replica is None:
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
@@ -95,15 +98,30 @@ def _replica_for(model: torch.nn.Module, device: torch.device, dtype: torch.dtyp
                 module = type(model)(copy.deepcopy(model.config))
         finally:
             torch.set_default_dtype(previous)
-        module.eval().requires_grad_(False)
-        entry = {"module": module, "owner": None}
-        _REPLICAS[key] = entry
-    return entry
+        replica = _REPLICAS[key] = ModelReplica(module, dtype)
+    return replica
 
 
 def release_replicas() -> None:
     """Drop every cached compute-dtype replica of this process (tests, or to free their memory)."""
     _REPLICAS.clear()
+
+
+@dataclass
+class StaticDecodeState(DecodeState):
+    """A chunk's decode state on the static cache: the fixed buffers a captured graph reads, the graphs
+    captured for it (one per window) and their capture seconds."""
+
+    L: int = 0  # cache columns: longest prompt + max_new_tokens
+    mask_B11L: torch.Tensor | None = None  # additive mask, 0 at the columns each row attends to
+    tok_B1: torch.Tensor | None = None  # the step's input token of each row
+    pos_ids_B1: torch.Tensor | None = None  # the step's position of each row
+    graphs: dict[int, tuple | None] = field(default_factory=dict)
+    pool: object | None = None
+    capture_s: float = 0.0
+
+    def stats(self) -> dict[str, float]:
+        return {"graphs": sum(g is not None for g in self.graphs.values()), "capture_s": self.capture_s}
 
 
 class HFBatchedBackend(HFBackend):
@@ -151,17 +169,14 @@ class HFBatchedBackend(HFBackend):
         self.window_bucket = window_bucket
         self.replica = replica
         self.graph_error: str | None = None
-        self._version = 0
-        self._sync_seconds = 0.0
+        self._key = next(_BACKEND_KEYS)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
+        """The training model itself again; a replica holding this backend's weights holds stale ones. The
+        copy happens before the next generation, its seconds reported by ``pop_sync_seconds``."""
         super().sync_weights(model)
-        self._version += 1  # a replica holding this role's weights must copy them again
-
-    def pop_sync_seconds(self) -> float:
-        """Seconds spent copying weights into the replica since the last call (``time/weight_sync``)."""
-        seconds, self._sync_seconds = self._sync_seconds, 0.0
-        return seconds
+        for replica in _REPLICAS.values():
+            replica.invalidate(self._key)
 
     def _graphs_on(self, device: torch.device) -> bool:
         wanted = device.type == "cuda" if self.cuda_graphs is None else self.cuda_graphs
@@ -176,40 +191,31 @@ class HFBatchedBackend(HFBackend):
     def _generation_model(self, device: torch.device) -> torch.nn.Module:
         if not self._uses_replica(device):
             return self.model
-        entry = _replica_for(self.model, device, self.compute_dtype)
-        owner = (id(self), self._version)
-        if entry["owner"] != owner:
-            started = time.perf_counter()
-            targets = entry["module"].state_dict()
-            for name, tensor in full_state_items(self.model, dtype=self.compute_dtype):
-                targets[name].copy_(tensor)
-            entry["owner"] = owner
-            self._sync_seconds += _now(device) - started
-        return entry["module"]
+        replica = _replica_for(self.model, device, self.compute_dtype)
+        self._sync_seconds += replica.ensure(self._key, self.model)
+        return replica.module
 
     def _attention_dtype(self, model: torch.nn.Module) -> torch.dtype:
         dtype = next(model.parameters()).dtype
         return self.compute_dtype if self.compute_dtype is not None else dtype
 
-    def _generate_chunk(
+    def _prefill(
         self,
         model: torch.nn.Module,
-        prompts: list[list[int]],
-        params: SamplingParams,
-        generator: torch.Generator | list[torch.Generator],
+        input_ids_BP: torch.Tensor,
+        mask_BP: torch.Tensor,
+        max_new_tokens: int,
         device,
-    ) -> list[tuple[list[int], list[float], bool]]:
-        t0 = _now(device)
-        input_ids_BP, mask_BP = left_pad(prompts, self.pad_token_id, device)
+    ) -> tuple[StaticDecodeState, torch.Tensor]:
+        """The prompt forward into a static cache of ``P + max_new_tokens`` columns; the decode buffers."""
         B, P = input_ids_BP.shape
-        T = params.max_new_tokens
-        L = P + T
+        L = P + max_new_tokens
         cache = StaticKV(B, L, device)
         dtype = self._attention_dtype(model)
         neg = torch.finfo(dtype).min
 
-        # Prefill: causal within the valid prompt tokens; a padding row attends to itself only (finite values,
-        # never read by a real row).
+        # Causal within the valid prompt tokens; a padding row attends to itself only (finite values, never
+        # read by a real row).
         valid_BP = mask_BP.bool()
         causal_PP = torch.ones((P, P), dtype=torch.bool, device=device).tril()
         allowed_BPP = causal_PP[None] & valid_BP[:, None, :]
@@ -235,60 +241,54 @@ class HFBatchedBackend(HFBackend):
         # Decode state, in fixed buffers a captured graph reads.
         mask_B11L = torch.full((B, 1, 1, L), neg, dtype=dtype, device=device)
         mask_B11L[:, 0, 0, :P].masked_fill_(valid_BP, 0.0)
-        tok_B1 = torch.zeros((B, 1), dtype=torch.long, device=device)
-        pos_ids_B1 = positions_BP[:, -1:].clone()
-        graphs: dict[int, tuple] = {}
-        pool = torch.cuda.graph_pool_handle() if self._graphs_on(device) else None
-        capture_s = 0.0
+        state = StaticDecodeState(
+            cache,
+            L=L,
+            mask_B11L=mask_B11L,
+            tok_B1=torch.zeros((B, 1), dtype=torch.long, device=device),
+            pos_ids_B1=positions_BP[:, -1:].clone(),
+            pool=torch.cuda.graph_pool_handle() if self._graphs_on(device) else None,
+        )
+        return state, logits_BV
+
+    def _decode_step(
+        self, model: torch.nn.Module, state: StaticDecodeState, tok_B: torch.Tensor, device
+    ) -> torch.Tensor:
+        """Write the step's token, position and mask column in place, then replay the window's graph
+        (captured on first use) or run the forward eagerly."""
+        cache = state.cache
+        column = cache.written  # where this step's token goes
+        state.tok_B1.copy_(tok_B[:, None])
+        state.pos_ids_B1.add_(1)
+        state.mask_B11L.index_fill_(3, cache.pos.view(1), 0.0)
+        w = self._window(column + 1, state.L)
 
         def forward(w: int) -> torch.Tensor:
             cache.window = w
             step_out = model(
-                input_ids=tok_B1,
-                attention_mask=mask_B11L[..., :w],
-                position_ids=pos_ids_B1,
+                input_ids=state.tok_B1,
+                attention_mask=state.mask_B11L[..., :w],
+                position_ids=state.pos_ids_B1,
                 use_cache=True,
                 **{self._cache_kw: cache},
             )
             return step_out.logits[:, -1].float()
 
-        sampler = StepSampler(params, generator, self.eos_token_ids, self.pad_token_id, B, logits_BV, device)
-        t1 = _now(device)
-        for t in range(T):
-            done = sampler.step(logits_BV)
-            if t == T - 1 or done:
-                break
-            column = P + t  # where this step's token goes
-            tok_B1.copy_(sampler.last_tokens_B[:, None])
-            pos_ids_B1.add_(1)
-            mask_B11L.index_fill_(3, cache.pos.view(1), 0.0)
-            w = self._window(column + 1, L)
-            if self._graphs_on(device):
-                if w not in graphs:
-                    started = _now(device)  # the queued decode work is not the capture's
-                    graphs[w] = self._capture(forward, w, pool, device)
-                    capture_s += _now(device) - started
-                entry = graphs.get(w)
-            else:
-                entry = None
-            if entry is not None:
-                entry[0].replay()
-                logits_BV = entry[1]
-            else:
-                logits_BV = forward(w)
-            cache.pos.add_(1)
-            cache.written += 1
-        t2 = _now(device)
-        rows = sampler.rows()
-        self.last_stats["graphs"] = self.last_stats.get("graphs", 0) + sum(
-            g is not None for g in graphs.values()
-        )
-        graphs.clear()
-        self.last_stats["prefill_s"] += t1 - t0
-        self.last_stats["decode_s"] += t2 - t1
-        self.last_stats["decode_steps"] += sampler.steps
-        self.last_stats["capture_s"] = self.last_stats.get("capture_s", 0.0) + capture_s
-        return rows
+        entry = None
+        if self._graphs_on(device):
+            if w not in state.graphs:
+                started = device_time(device)  # the queued decode work is not the capture's
+                state.graphs[w] = self._capture(forward, w, state.pool, device)
+                state.capture_s += device_time(device) - started
+            entry = state.graphs.get(w)
+        if entry is not None:
+            entry[0].replay()
+            logits_BV = entry[1]
+        else:
+            logits_BV = forward(w)
+        cache.pos.add_(1)
+        cache.written += 1
+        return logits_BV
 
     def _window(self, needed: int, max_len: int) -> int:
         return min(max_len, math.ceil(needed / self.window_bucket) * self.window_bucket)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import random
 import re
 
-from pasodoble.rollout.base import Completion, SamplingParams
+from pasodoble.rollout.base import Completion, GenerationBackend, SamplingParams
 
 _PROBLEM = re.compile(r"What is (\d+) \+ (\d+)\?")
 
 
-class ScriptedBackend:
+class ScriptedBackend(GenerationBackend):
     def __init__(self, role: str, tokenizer) -> None:
         self.role = role
         self.tokenizer = tokenizer

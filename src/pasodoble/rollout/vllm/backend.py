@@ -1,4 +1,4 @@
-"""``VLLMBackend``: the ``RolloutBackend`` on vLLM, in one of three modes (``vllm.mode``).
+"""``VLLMBackend``: the ``GenerationBackend`` on vLLM, in one of three modes (``vllm.mode``).
 
 - ``colocated`` (``local.py``): one in-process engine per training process serving both roles;
 - ``server`` (``server.py``): our engine server per role, weights pushed over HTTP;
@@ -20,14 +20,15 @@ import torch
 from pasodoble import distributed as dist
 from pasodoble.config import VLLMConfig
 from pasodoble.errors import UserError
-from pasodoble.rollout.base import Completion, SamplingParams, stop_token_ids
-from pasodoble.rollout.vllm.common import DTYPES, Engine, Output, Request, derive_seed
+from pasodoble.rollout.base import Completion, GenerationBackend, SamplingParams, stop_token_ids
+from pasodoble.rollout.vllm.common import DTYPES, Engine, Output, Request
 from pasodoble.rollout.vllm.local import ColocatedEngine, colocated_engine
+from pasodoble.seeds import derive_seed
 from pasodoble.weights import full_state_items
 
 
-class VLLMBackend:
-    """``RolloutBackend`` on vLLM; see the module docstring for the three modes.
+class VLLMBackend(GenerationBackend):
+    """``GenerationBackend`` on vLLM; see the module docstring for the three modes.
 
     Args:
         model: the role's (unwrapped) training model: its weights are loaded into the colocated engine
@@ -65,8 +66,6 @@ class VLLMBackend:
             raise UserError(f"the vLLM engine's dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
         self.dtype = DTYPES[dtype]
         self.model = model
-        self._stale = True  # the engine has never held this role's weights
-        self._sync_seconds = 0.0
         self.shared: ColocatedEngine | None = None
         self.engine: Engine | None = None
         if self.mode == "colocated":
@@ -80,6 +79,7 @@ class VLLMBackend:
                 self.shared = colocated_engine(
                     model, tokenizer, vllm_cfg=self.vcfg, dtype=dtype, max_model_len=max_model_len, seed=seed
                 )
+            self.shared.invalidate(role)  # a new backend brings the role's weights: whatever is held is stale
             return
         if dist.is_main():  # only the main process talks to the server
             self.engine = engine if engine is not None else self._client()
@@ -110,13 +110,17 @@ class VLLMBackend:
             token=engine_token(v.token_env),
         )
 
-    # ------------------------------------------------------------------ the Protocol
+    # ------------------------------------------------------------------ the lifecycle
 
     def _requests(self, prompts: list[list[int]], params: SamplingParams) -> list[Request]:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         if params.seeds is not None and len(params.seeds) != len(prompts):
             raise ValueError(f"params.seeds has {len(params.seeds)} seeds for {len(prompts)} prompts")
+        if params.seeds is None:  # one engine seed per prompt, from the call's seed and the prompt's index
+            seeds = [derive_seed(params.seed, i, bits=32) for i in range(len(prompts))]
+        else:
+            seeds = [int(seed) for seed in params.seeds]
         return [
             {
                 "prompt_token_ids": list(p),
@@ -126,12 +130,12 @@ class VLLMBackend:
                     "top_p": params.top_p,
                     "top_k": params.top_k,
                     "max_tokens": params.max_new_tokens,
-                    "seed": derive_seed(params.seed, i) if params.seeds is None else int(params.seeds[i]),
+                    "seed": seed,
                     "logprobs": params.return_logprobs,
                     "stop_token_ids": self.eos_token_ids,
                 },
             }
-            for i, p in enumerate(prompts)
+            for p, seed in zip(prompts, seeds, strict=True)
         ]
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -144,8 +148,7 @@ class VLLMBackend:
         this role's current weights now (a collective under FSDP2) and keeps them until the next collective
         ``generate``, sleep mode or not. The server modes hold the pushed weights already."""
         if self.mode == "colocated":
-            self._sync_seconds += self.shared.pin(self.role, self.model, self._stale)
-            self._stale = False
+            self._sync_seconds += self.shared.pin(self.role, self.model)
 
     def local(self) -> _LocalView:
         """A view whose ``generate`` involves this process only (evaluation on the main process): no
@@ -155,10 +158,7 @@ class VLLMBackend:
     def _generate(self, prompts, params, *, local_only: bool) -> list[list[Completion]]:
         requests = self._requests(prompts, params)
         if self.mode == "colocated":
-            outputs, seconds = self.shared.run(
-                self.role, self.model, self._stale, requests, local_only=local_only
-            )
-            self._stale = False
+            outputs, seconds = self.shared.run(self.role, self.model, requests, local_only=local_only)
             self._sync_seconds += seconds
         elif local_only or dist.world_size() == 1:
             outputs = self.engine.generate(requests) if requests else []
@@ -200,15 +200,14 @@ class VLLMBackend:
         prefix cache; the HTTP server's weight hash is checked.
         """
         self.model = model
-        self._stale = True
         if self.mode == "colocated":
+            self.shared.invalidate(self.role)
             return
         items = full_state_items(model, dtype=self.dtype, keep=dist.is_main(), skip_tied=True)
         if not dist.is_main():
             for _ in items:  # take part in the FSDP gathers
                 pass
             dist.main_then_broadcast(lambda: None)
-            self._stale = False
             return
         metadata = None
         if self.mode == "trl_server":
@@ -230,19 +229,9 @@ class VLLMBackend:
                 self.engine.reset_prefix_cache()  # our server resets it when the update finishes
 
         dist.main_then_broadcast(push)
-        self._stale = False
-
-    def pop_sync_seconds(self) -> float:
-        """Seconds spent loading weights lazily (colocated, before a generation) since the last call; the
-        server modes push inside ``sync_weights``, which the caller times itself (``time/weight_sync``)."""
-        seconds, self._sync_seconds = self._sync_seconds, 0.0
-        return seconds
-
-    def close(self) -> None:
-        pass
 
 
-class _LocalView:
+class _LocalView(GenerationBackend):
     """``VLLMBackend.local()``: generate on this process alone."""
 
     def __init__(self, backend: VLLMBackend) -> None:

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 from pasodoble import errors
@@ -58,11 +57,6 @@ def free_device_cache() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def derive_seed(seed: int, index: int) -> int:
-    """The engine seed of prompt ``index`` of a call seeded ``seed`` (32 bits, what vLLM takes)."""
-    return int(np.random.SeedSequence([abs(int(seed)), index]).generate_state(1, np.uint32)[0])
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from pasodoble import distributed as dist
+from pasodoble.rollout.slot import RoleSlot
 from pasodoble.rollout.vllm.common import (
     DTYPES,
     Engine,
@@ -225,67 +226,60 @@ def output_record(c, with_logprobs: bool) -> Output:
     return {"token_ids": ids, "finish_reason": str(c.finish_reason), "logprobs": logprobs}
 
 
-class ColocatedEngine:
-    """One engine of this process serving both roles: it holds one role's weights at a time.
+class ColocatedEngine(RoleSlot):
+    """One engine of this process serving both roles: a ``RoleSlot`` keyed by role name.
 
-    ``run(role, model, stale, requests)`` makes the engine hold ``role``'s current weights (loading them
-    from ``model`` when it holds another role's, none, or ``stale`` ones), generates, and with
-    ``sleep_between_steps`` puts it to sleep at level 2. Every process runs the same sequence of calls, so
-    the loads (collectives under FSDP2) line up; ``requests`` may be empty. Returns the outputs and the
-    seconds spent loading weights.
+    ``run(role, model, requests)`` makes the engine hold ``role``'s current weights (loading them from
+    ``model`` when it holds another role's, none, or stale ones: ``invalidate(role)`` after an update),
+    generates, and with ``sleep_between_steps`` puts it to sleep at level 2. Every process runs the same
+    sequence of calls, so the loads (collectives under FSDP2) line up; ``requests`` may be empty. Returns
+    the outputs and the seconds spent loading weights.
 
-    ``pin(role, model, stale)`` (every process) loads the role's weights and keeps the engine awake until
-    the next collective ``run``: the main process can then generate alone (evaluation) without a reload,
+    ``pin(role, model)`` (every process) loads the role's weights and keeps the engine awake until the
+    next collective ``run``: the main process can then generate alone (evaluation) without a reload,
     which would need the other processes' shards.
     """
 
     def __init__(self, engine: Engine, *, sleep_between_steps: bool, dtype: torch.dtype | None) -> None:
+        super().__init__()
         self.engine = engine
         self.sleep_between_steps = sleep_between_steps and getattr(engine, "sleep_mode", True)
         self.dtype = dtype
-        self.holds: str | None = None  # the role whose current weights the engine holds
         self.weights_awake = self.kv_awake = True
         self.pinned = False
-        self.loads = 0
         if self.sleep_between_steps:  # nothing useful is loaded yet: give the memory to the learners
             self.sleep()
 
     def sleep(self) -> None:
         self.engine.sleep(level=2)
         self.weights_awake = self.kv_awake = False
-        self.holds = None  # level 2 discards the weights
+        self.forget()  # level 2 discards the weights
 
-    def load(self, role: str, model: torch.nn.Module, *, local_only: bool = False) -> float:
-        """Load ``role``'s weights from ``model`` (see the class docstring); seconds spent."""
-        started = time.perf_counter()
-        if local_only and is_sharded(model):
-            raise RuntimeError(
-                f"the colocated vLLM engine must load the {role}'s FSDP2-sharded weights, a collective, but "
-                "this generation runs on one process only; call pin() on every process first"
-            )
+    def _load(self, role: str, model: torch.nn.Module) -> None:
+        """Wake the weights if asleep, load ``model``'s full weights, drop prefixes of the previous ones."""
         if not self.weights_awake:
             free_device_cache()
             self.engine.wake_up(tags=["weights"])
             self.weights_awake = True
         self.engine.load_weights(full_state_items(model, dtype=self.dtype, skip_tied=True))
         self.engine.reset_prefix_cache()
-        self.holds = role
-        self.loads += 1
-        return time.perf_counter() - started
 
-    def _ensure(self, role: str, model: torch.nn.Module, stale: bool, local_only: bool) -> float:
-        seconds = 0.0
-        if self.holds != role or stale:
-            seconds = self.load(role, model, local_only=local_only)
+    def _ensure(self, role: str, model: torch.nn.Module, local_only: bool) -> float:
+        if local_only and self.holds != role and is_sharded(model):
+            raise RuntimeError(
+                f"the colocated vLLM engine must load the {role}'s FSDP2-sharded weights, a collective, but "
+                "this generation runs on one process only; call pin() on every process first"
+            )
+        seconds = self.ensure(role, model)
         if not self.kv_awake:
             free_device_cache()
             self.engine.wake_up(tags=["kv_cache"])
             self.kv_awake = True
         return seconds
 
-    def pin(self, role: str, model: torch.nn.Module, stale: bool) -> float:
+    def pin(self, role: str, model: torch.nn.Module) -> float:
         """Hold ``role``'s weights awake until the next collective ``run`` (every process calls it)."""
-        seconds = self._ensure(role, model, stale, local_only=False)
+        seconds = self._ensure(role, model, local_only=False)
         self.pinned = True
         return seconds
 
@@ -293,14 +287,13 @@ class ColocatedEngine:
         self,
         role: str,
         model: torch.nn.Module,
-        stale: bool,
         requests: list[Request],
         *,
         local_only: bool = False,
     ) -> tuple[list[list[Output]], float]:
         if not local_only:
             self.pinned = False  # a collective generation ends any pin
-        seconds = self._ensure(role, model, stale, local_only)
+        seconds = self._ensure(role, model, local_only)
         outputs = self.engine.generate(requests) if requests else []
         if self.sleep_between_steps and not self.pinned:
             self.sleep()

@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Analyses of trained models (memorization of generated problems).",
     ),
     "config": ("pasodoble.commands.config", "Print the default or resolved configuration, or its reference."),
+    "knowledge": (
+        "pasodoble.commands.knowledge",
+        "Knowledge sources: write a local JSONL sample of one (knowledge sample) for offline use.",
+    ),
     "plan": (
         "pasodoble.commands.plan",
         "Check a config against the GPUs (placement, batches, memory); print the time estimate and the launch.",

@@ -278,8 +278,15 @@ class KnowledgeBase:
         """The next snippet, capped at ``max_snippet_tokens`` tokens of ``tokenizer`` (the Proposer's)."""
         if self.kind == "disabled":
             return NO_SNIPPET
-        snippet = self._next_local() if self.kind == "local" else self._next_streamed()
+        snippet = self.next_snippet()
         return Snippet(snippet.id, cap_tokens(snippet.text, tokenizer, self.cfg.max_snippet_tokens))
+
+    def next_snippet(self) -> Snippet:
+        """The next snippet in the seeded order, whole (no token cap; ``pasodoble knowledge sample``).
+        ``epoch`` moves past 0 once every snippet of the source was drawn."""
+        if self.kind == "disabled":
+            return NO_SNIPPET
+        return self._next_local() if self.kind == "local" else self._next_streamed()
 
     def _next_local(self) -> Snippet:
         if self.position >= len(self._snippets):

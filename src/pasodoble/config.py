@@ -10,6 +10,7 @@ exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import types
 import typing
@@ -58,6 +59,22 @@ class LoRAConfig:
         "linear layer but the output head (peft's all-linear).",
     )
 
+    def check(self) -> None:
+        """Ranges of the LoRA fields."""
+        for role_name in self.roles:
+            _check(
+                role_name in ("proposer", "solver"),
+                f"model.lora.roles entries must be proposer or solver; got {role_name!r}",
+            )
+        _check(len(set(self.roles)) == len(self.roles), f"model.lora.roles lists a role twice: {self.roles}")
+        _check(self.rank >= 1, f"model.lora.rank must be >= 1; got {self.rank}")
+        _check(self.alpha > 0, f"model.lora.alpha must be > 0; got {self.alpha}")
+        _check(0 <= self.dropout < 1, f"model.lora.dropout must be in [0, 1); got {self.dropout}")
+        _check(
+            bool(self.target_modules),
+            "model.lora.target_modules must name at least one module (or all-linear)",
+        )
+
 
 @dataclass
 class ModelConfig:
@@ -93,6 +110,15 @@ class ModelConfig:
         default_factory=LoRAConfig, metadata={"help": "LoRA adapters (model.lora.* below)."}
     )
 
+    def check(self) -> None:
+        """Ranges of the model fields (its LoRA section included)."""
+        if self.num_parameters is not None:
+            _check(
+                self.num_parameters >= 1,
+                f"model.num_parameters must be >= 1 or null; got {self.num_parameters}",
+            )
+        self.lora.check()
+
 
 @dataclass
 class RolloutConfig:
@@ -125,6 +151,21 @@ class RolloutConfig:
         "Append '<think>\\n' after the chat template's generation prompt so completions start inside the "
         "thinking section (for models trained to think whose template does not open it).",
     )
+
+    def check(self) -> None:
+        """Ranges of the rollout fields; raise ConfigError naming the first one out of range."""
+        _check(self.temperature > 0, f"rollout.temperature must be > 0; got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {self.top_p}")
+        _check(self.top_k >= 0, f"rollout.top_k must be >= 0 (0 disables it); got {self.top_k}")
+        _check(self.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1; got {self.max_new_tokens}")
+        _check(
+            self.max_prompt_tokens >= 1,
+            f"rollout.max_prompt_tokens must be >= 1; got {self.max_prompt_tokens}",
+        )
+        _check(
+            self.generation_batch_size >= 1,
+            f"rollout.generation_batch_size must be >= 1; got {self.generation_batch_size}",
+        )
 
 
 @dataclass
@@ -195,6 +236,31 @@ class VLLMConfig:
         "trl_server: port of the Proposer engine's NCCL weight-transfer group (the Solver's uses this + 1).",
     )
 
+    def check(self) -> None:
+        """Ranges of the vLLM fields."""
+        _check(
+            0 < self.gpu_memory_utilization < 1,
+            f"vllm.gpu_memory_utilization must be in (0, 1); got {self.gpu_memory_utilization}",
+        )
+        for key in ("request_timeout_s", "weight_sync_timeout_s", "connect_timeout_s", "bucket_mb"):
+            _check(getattr(self, key) > 0, f"vllm.{key} must be > 0; got {getattr(self, key)}")
+        _check(
+            self.kv_cache_gib is None or 0 < self.kv_cache_gib < 1e6,
+            f"vllm.kv_cache_gib must be > 0 GiB (or null); got {self.kv_cache_gib}",
+        )
+        _check(
+            bool(self.token_env),
+            "vllm.token_env must name an environment variable (e.g. PASODOBLE_ENGINE_TOKEN)",
+        )
+        _check(
+            0 < self.nccl_group_port < 65535,
+            f"vllm.nccl_group_port must be a port in 1..65534; got {self.nccl_group_port}",
+        )
+        if self.max_model_len is not None:
+            _check(
+                self.max_model_len >= 2, f"vllm.max_model_len must be >= 2 or null; got {self.max_model_len}"
+            )
+
 
 @dataclass
 class DistributedConfig:
@@ -235,6 +301,24 @@ class DistributedConfig:
     check_memory: bool = _f(
         True, "Refuse to start when the memory model says a role does not fit; false = warn only."
     )
+
+    def check(self) -> None:
+        """Ranges of the placement fields."""
+        _check(self.num_nodes >= 1, f"distributed.num_nodes must be >= 1; got {self.num_nodes}")
+        if self.gpus_per_node is not None:
+            _check(
+                self.gpus_per_node >= 0,
+                f"distributed.gpus_per_node must be >= 0 or null; got {self.gpus_per_node}",
+            )
+        if self.gpu_memory_gib is not None:
+            _check(
+                self.gpu_memory_gib > 0,
+                f"distributed.gpu_memory_gib must be > 0 or null; got {self.gpu_memory_gib}",
+            )
+        _check(
+            0 < self.memory_headroom <= 1,
+            f"distributed.memory_headroom must be in (0, 1]; got {self.memory_headroom}",
+        )
 
 
 @dataclass
@@ -284,6 +368,40 @@ class RoleConfig:
         "when the config loads, so the run's config.yaml records the template itself.",
     )
 
+    def check(self, name: str) -> None:
+        """Ranges of one role's fields (``name``: proposer or solver, for the messages)."""
+        _check(
+            self.group_size >= 2,
+            f"{name}.group_size must be >= 2 to compute group advantages; got {self.group_size}",
+        )
+        _check(self.learning_rate > 0, f"{name}.learning_rate must be > 0; got {self.learning_rate}")
+        _check(self.weight_decay >= 0, f"{name}.weight_decay must be >= 0; got {self.weight_decay}")
+        for beta in ("adam_beta1", "adam_beta2"):
+            _check(
+                0 <= getattr(self, beta) < 1, f"{name}.{beta} must be in [0, 1); got {getattr(self, beta)}"
+            )
+        _check(self.warmup_steps >= 0, f"{name}.warmup_steps must be >= 0; got {self.warmup_steps}")
+        _check(
+            self.micro_batch_size >= 1, f"{name}.micro_batch_size must be >= 1; got {self.micro_batch_size}"
+        )
+        _check(self.steps_per_batch >= 1, f"{name}.steps_per_batch must be >= 1; got {self.steps_per_batch}")
+        _check(
+            self.max_grad_norm >= 0,
+            f"{name}.max_grad_norm must be >= 0 (0 disables clipping); got {self.max_grad_norm}",
+        )
+        _check(
+            self.updates_per_phase >= 1,
+            f"{name}.updates_per_phase must be >= 1; got {self.updates_per_phase}",
+        )
+        _check(self.batch_questions >= 1, f"{name}.batch_questions must be >= 1; got {self.batch_questions}")
+        if self.temperature is not None:
+            _check(self.temperature > 0, f"{name}.temperature must be > 0 or null; got {self.temperature}")
+        if self.max_new_tokens is not None:
+            _check(
+                self.max_new_tokens >= 1,
+                f"{name}.max_new_tokens must be >= 1 or null; got {self.max_new_tokens}",
+            )
+
 
 def _solver_defaults() -> RoleConfig:
     return RoleConfig(updates_per_phase=5)
@@ -312,6 +430,17 @@ class GRPOConfig:
     )
     loss_constant: int | None = _f(None, "dr_grpo normalizer (tokens); null uses the role's max_new_tokens.")
     mask_truncated: bool = _f(False, "Give completions that hit max_new_tokens zero weight in the loss.")
+
+    def check(self) -> None:
+        """Ranges of the GRPO fields."""
+        _check(0 <= self.epsilon_low < 1, f"grpo.epsilon_low must be in [0, 1); got {self.epsilon_low}")
+        _check(self.epsilon_high >= 0, f"grpo.epsilon_high must be >= 0; got {self.epsilon_high}")
+        _check(self.beta >= 0, f"grpo.beta must be >= 0 (0 = no reference model); got {self.beta}")
+        _check(self.advantage_eps > 0, f"grpo.advantage_eps must be > 0; got {self.advantage_eps}")
+        if self.loss_constant is not None:
+            _check(
+                self.loss_constant >= 1, f"grpo.loss_constant must be >= 1 or null; got {self.loss_constant}"
+            )
 
 
 @dataclass
@@ -351,6 +480,27 @@ class RewardsConfig:
         plugin=True,
     )
 
+    def check(self) -> None:
+        """Ranges of the reward fields."""
+        _check(
+            0 <= self.tau_low < self.tau_high <= 1,
+            f"rewards.tau_low and rewards.tau_high must satisfy 0 <= tau_low < tau_high <= 1; got {self.tau_low}, {self.tau_high}",
+        )
+        _check(
+            self.diversity_history >= 1,
+            f"rewards.diversity_history must be >= 1; got {self.diversity_history}",
+        )
+        _check(
+            0 <= self.jaccard_threshold <= 1,
+            f"rewards.jaccard_threshold must be in [0, 1]; got {self.jaccard_threshold}",
+        )
+        _check(
+            0 <= self.diversity_min < 1, f"rewards.diversity_min must be in [0, 1); got {self.diversity_min}"
+        )
+        _check(
+            self.diversity_weight >= 0, f"rewards.diversity_weight must be >= 0; got {self.diversity_weight}"
+        )
+
 
 @dataclass
 class KnowledgeConfig:
@@ -387,6 +537,22 @@ class KnowledgeConfig:
         "size in records; 0 streams in file order.",
     )
 
+    def check(self) -> None:
+        """Ranges of the knowledge-base fields."""
+        _check(
+            self.max_snippet_tokens >= 1,
+            f"knowledge.max_snippet_tokens must be >= 1; got {self.max_snippet_tokens}",
+        )
+        _check(bool(self.text_field), "knowledge.text_field must not be empty")
+        _check(
+            self.shuffle_buffer >= 0,
+            f"knowledge.shuffle_buffer must be >= 0 (0 = no shuffling); got {self.shuffle_buffer}",
+        )
+        _check(
+            self.max_memory_mb >= 0,
+            f"knowledge.max_memory_mb must be >= 0 (0 = always stream); got {self.max_memory_mb}",
+        )
+
 
 @dataclass
 class BufferConfig:
@@ -398,6 +564,15 @@ class BufferConfig:
     min_improvement: float = _f(
         0.01, "A visit improves a question when its pass rate rises by more than this."
     )
+
+    def check(self) -> None:
+        """Ranges of the buffer fields."""
+        _check(self.max_size >= 1, f"buffer.max_size must be >= 1; got {self.max_size}")
+        _check(self.patience >= 1, f"buffer.patience must be >= 1; got {self.patience}")
+        _check(
+            0 < self.retire_pass_rate <= 1,
+            f"buffer.retire_pass_rate must be in (0, 1]; got {self.retire_pass_rate}",
+        )
 
 
 @dataclass
@@ -427,6 +602,24 @@ class GraderConfig:
     )
     cache_size: int = _f(100000, "Remembered (prediction, gold) verdicts; 0 disables the cache.")
 
+    def check(self) -> None:
+        """Ranges of the grader fields."""
+        _check(
+            0 < self.timeout_s <= MAX_GRADER_TIMEOUT_S,
+            f"grader.timeout_s must be in (0, {MAX_GRADER_TIMEOUT_S:.0f}] seconds; got {self.timeout_s}",
+        )
+        _check(self.max_chars >= 100, f"grader.max_chars must be >= 100; got {self.max_chars}")
+        _check(
+            self.max_answer_chars >= 10, f"grader.max_answer_chars must be >= 10; got {self.max_answer_chars}"
+        )
+        _check(self.workers >= 0, f"grader.workers must be >= 0; got {self.workers}")
+        _check(self.cache_size >= 0, f"grader.cache_size must be >= 0; got {self.cache_size}")
+        for fb in self.fallback:
+            _check(
+                fb in ("hashes", "answer_is", "last_number"),
+                f"grader.fallback entries must be hashes, answer_is or last_number; got {fb!r}",
+            )
+
 
 @dataclass
 class EvalConfig:
@@ -453,6 +646,14 @@ class EvalConfig:
         "for few-shot base models that end with 'A: 18'). Evaluation during training (eval.every) is strict.",
         choices=("strict", "flexible"),
     )
+
+    def check(self) -> None:
+        """Ranges of the evaluation fields."""
+        _check(self.samples >= 1, f"eval.samples must be >= 1; got {self.samples}")
+        _check(self.temperature >= 0, f"eval.temperature must be >= 0 (0 = greedy); got {self.temperature}")
+        _check(self.every >= 0, f"eval.every must be >= 0; got {self.every}")
+        if self.limit is not None:
+            _check(self.limit >= 1, f"eval.limit must be >= 1 or null; got {self.limit}")
 
 
 # accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS)
@@ -521,6 +722,25 @@ class RunConfig:
         "torch CPU threads per process; 0 = auto: 1 for models under 50 M parameters on CPU (tiny models "
         "are overhead-bound: 2 threads on a shared 2-core machine measured 20-90x slower), else torch's default.",
     )
+
+    def check(self) -> None:
+        """Ranges of the run fields."""
+        _check(self.max_steps >= 1, f"run.max_steps must be >= 1; got {self.max_steps}")
+        _check(0 <= self.seed <= MAX_SEED, f"run.seed must be in 0..{MAX_SEED} (2^32 - 1); got {self.seed}")
+        _check(self.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0; got {self.checkpoint_every}")
+        _check(self.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1; got {self.keep_checkpoints}")
+        _check(self.log_every >= 1, f"run.log_every must be >= 1; got {self.log_every}")
+        _check(self.threads >= 0, f"run.threads must be >= 0 (0 = auto); got {self.threads}")
+        for tracker in self.log_with:
+            _check(
+                tracker in TRACKERS,
+                f"run.log_with: unknown tracker {tracker!r}; use any of {', '.join(TRACKERS)}",
+            )
+        _check(
+            self.completion_chars >= 0,
+            f"run.completion_chars must be >= 0 (0 = whole); got {self.completion_chars}",
+        )
+        _check(bool(self.out_dir), "run.out_dir must not be empty")
 
 
 @dataclass
@@ -868,85 +1088,19 @@ def _resolve_plugins(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Check every field's range and the cross-field constraints; raise ConfigError on the first problem."""
+    """Check every field's range and the cross-field constraints; raise ConfigError on the first problem.
+
+    Each section checks its own fields (its ``check`` method); what spans sections is checked here."""
     for section in dataclasses.fields(cfg):
         _check_numbers(getattr(cfg, section.name), f"{section.name}.")
     _resolve_plugins(cfg)
-    r = cfg.rollout
-    _check(r.temperature > 0, f"rollout.temperature must be > 0; got {r.temperature}")
-    _check(0 < r.top_p <= 1, f"rollout.top_p must be in (0, 1]; got {r.top_p}")
-    _check(r.top_k >= 0, f"rollout.top_k must be >= 0 (0 disables it); got {r.top_k}")
-    _check(r.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1; got {r.max_new_tokens}")
-    _check(r.max_prompt_tokens >= 1, f"rollout.max_prompt_tokens must be >= 1; got {r.max_prompt_tokens}")
-    _check(
-        r.generation_batch_size >= 1,
-        f"rollout.generation_batch_size must be >= 1; got {r.generation_batch_size}",
-    )
-    for name in ("proposer", "solver"):
-        role: RoleConfig = getattr(cfg, name)
-        _check(
-            role.group_size >= 2,
-            f"{name}.group_size must be >= 2 to compute group advantages; got {role.group_size}",
-        )
-        _check(role.learning_rate > 0, f"{name}.learning_rate must be > 0; got {role.learning_rate}")
-        _check(role.weight_decay >= 0, f"{name}.weight_decay must be >= 0; got {role.weight_decay}")
-        for beta in ("adam_beta1", "adam_beta2"):
-            _check(
-                0 <= getattr(role, beta) < 1, f"{name}.{beta} must be in [0, 1); got {getattr(role, beta)}"
-            )
-        _check(role.warmup_steps >= 0, f"{name}.warmup_steps must be >= 0; got {role.warmup_steps}")
-        _check(
-            role.micro_batch_size >= 1, f"{name}.micro_batch_size must be >= 1; got {role.micro_batch_size}"
-        )
-        _check(role.steps_per_batch >= 1, f"{name}.steps_per_batch must be >= 1; got {role.steps_per_batch}")
-        _check(
-            role.max_grad_norm >= 0,
-            f"{name}.max_grad_norm must be >= 0 (0 disables clipping); got {role.max_grad_norm}",
-        )
-        _check(
-            role.updates_per_phase >= 1,
-            f"{name}.updates_per_phase must be >= 1; got {role.updates_per_phase}",
-        )
-        _check(role.batch_questions >= 1, f"{name}.batch_questions must be >= 1; got {role.batch_questions}")
-        if role.temperature is not None:
-            _check(role.temperature > 0, f"{name}.temperature must be > 0 or null; got {role.temperature}")
-        if role.max_new_tokens is not None:
-            _check(
-                role.max_new_tokens >= 1,
-                f"{name}.max_new_tokens must be >= 1 or null; got {role.max_new_tokens}",
-            )
-    g = cfg.grpo
-    _check(0 <= g.epsilon_low < 1, f"grpo.epsilon_low must be in [0, 1); got {g.epsilon_low}")
-    _check(g.epsilon_high >= 0, f"grpo.epsilon_high must be >= 0; got {g.epsilon_high}")
-    _check(g.beta >= 0, f"grpo.beta must be >= 0 (0 = no reference model); got {g.beta}")
-    _check(g.advantage_eps > 0, f"grpo.advantage_eps must be > 0; got {g.advantage_eps}")
-    if g.loss_constant is not None:
-        _check(g.loss_constant >= 1, f"grpo.loss_constant must be >= 1 or null; got {g.loss_constant}")
-    w = cfg.rewards
-    _check(
-        0 <= w.tau_low < w.tau_high <= 1,
-        f"rewards.tau_low and rewards.tau_high must satisfy 0 <= tau_low < tau_high <= 1; got {w.tau_low}, {w.tau_high}",
-    )
-    _check(w.diversity_history >= 1, f"rewards.diversity_history must be >= 1; got {w.diversity_history}")
-    _check(
-        0 <= w.jaccard_threshold <= 1,
-        f"rewards.jaccard_threshold must be in [0, 1]; got {w.jaccard_threshold}",
-    )
-    _check(0 <= w.diversity_min < 1, f"rewards.diversity_min must be in [0, 1); got {w.diversity_min}")
-    _check(w.diversity_weight >= 0, f"rewards.diversity_weight must be >= 0; got {w.diversity_weight}")
-    k = cfg.knowledge
-    _check(
-        k.max_snippet_tokens >= 1, f"knowledge.max_snippet_tokens must be >= 1; got {k.max_snippet_tokens}"
-    )
-    _check(bool(k.text_field), "knowledge.text_field must not be empty")
-    _check(
-        k.shuffle_buffer >= 0,
-        f"knowledge.shuffle_buffer must be >= 0 (0 = no shuffling); got {k.shuffle_buffer}",
-    )
-    _check(
-        k.max_memory_mb >= 0,
-        f"knowledge.max_memory_mb must be >= 0 (0 = always stream); got {k.max_memory_mb}",
-    )
+    cfg.rollout.check()
+    cfg.proposer.check("proposer")
+    cfg.solver.check("solver")
+    cfg.grpo.check()
+    cfg.rewards.check()
+    cfg.knowledge.check()
+    k, r, v, lo = cfg.knowledge, cfg.rollout, cfg.vllm, cfg.model.lora
     if cfg.proposer.prompt is not None and k.enabled:
         _check(
             "{snippet}" in cfg.proposer.prompt,
@@ -958,106 +1112,164 @@ def validate(cfg: Config) -> None:
             "{problem}" in cfg.solver.prompt,
             "solver.prompt must contain the placeholder {problem} (where the problem goes)",
         )
-    b = cfg.buffer
-    _check(b.max_size >= 1, f"buffer.max_size must be >= 1; got {b.max_size}")
-    _check(b.patience >= 1, f"buffer.patience must be >= 1; got {b.patience}")
-    _check(
-        0 < b.retire_pass_rate <= 1, f"buffer.retire_pass_rate must be in (0, 1]; got {b.retire_pass_rate}"
-    )
-    gr = cfg.grader
-    _check(
-        0 < gr.timeout_s <= MAX_GRADER_TIMEOUT_S,
-        f"grader.timeout_s must be in (0, {MAX_GRADER_TIMEOUT_S:.0f}] seconds; got {gr.timeout_s}",
-    )
-    _check(gr.max_chars >= 100, f"grader.max_chars must be >= 100; got {gr.max_chars}")
-    _check(gr.max_answer_chars >= 10, f"grader.max_answer_chars must be >= 10; got {gr.max_answer_chars}")
-    _check(gr.workers >= 0, f"grader.workers must be >= 0; got {gr.workers}")
-    _check(gr.cache_size >= 0, f"grader.cache_size must be >= 0; got {gr.cache_size}")
-    for fb in gr.fallback:
-        _check(
-            fb in ("hashes", "answer_is", "last_number"),
-            f"grader.fallback entries must be hashes, answer_is or last_number; got {fb!r}",
-        )
-    e = cfg.eval
-    _check(e.samples >= 1, f"eval.samples must be >= 1; got {e.samples}")
-    _check(e.temperature >= 0, f"eval.temperature must be >= 0 (0 = greedy); got {e.temperature}")
-    _check(e.every >= 0, f"eval.every must be >= 0; got {e.every}")
-    if e.limit is not None:
-        _check(e.limit >= 1, f"eval.limit must be >= 1 or null; got {e.limit}")
-    v = cfg.vllm
-    _check(
-        0 < v.gpu_memory_utilization < 1,
-        f"vllm.gpu_memory_utilization must be in (0, 1); got {v.gpu_memory_utilization}",
-    )
-    for key in ("request_timeout_s", "weight_sync_timeout_s", "connect_timeout_s", "bucket_mb"):
-        _check(getattr(v, key) > 0, f"vllm.{key} must be > 0; got {getattr(v, key)}")
-    _check(
-        v.kv_cache_gib is None or 0 < v.kv_cache_gib < 1e6,
-        f"vllm.kv_cache_gib must be > 0 GiB (or null); got {v.kv_cache_gib}",
-    )
-    _check(
-        bool(v.token_env), "vllm.token_env must name an environment variable (e.g. PASODOBLE_ENGINE_TOKEN)"
-    )
-    _check(
-        0 < v.nccl_group_port < 65535,
-        f"vllm.nccl_group_port must be a port in 1..65534; got {v.nccl_group_port}",
-    )
-    if v.max_model_len is not None:
-        _check(v.max_model_len >= 2, f"vllm.max_model_len must be >= 2 or null; got {v.max_model_len}")
-    d = cfg.distributed
-    _check(d.num_nodes >= 1, f"distributed.num_nodes must be >= 1; got {d.num_nodes}")
-    if d.gpus_per_node is not None:
-        _check(d.gpus_per_node >= 0, f"distributed.gpus_per_node must be >= 0 or null; got {d.gpus_per_node}")
-    if d.gpu_memory_gib is not None:
-        _check(
-            d.gpu_memory_gib > 0, f"distributed.gpu_memory_gib must be > 0 or null; got {d.gpu_memory_gib}"
-        )
-    _check(
-        0 < d.memory_headroom <= 1, f"distributed.memory_headroom must be in (0, 1]; got {d.memory_headroom}"
-    )
-    if cfg.model.num_parameters is not None:
-        _check(
-            cfg.model.num_parameters >= 1,
-            f"model.num_parameters must be >= 1 or null; got {cfg.model.num_parameters}",
-        )
-    lo = cfg.model.lora
-    for role_name in lo.roles:
-        _check(
-            role_name in ("proposer", "solver"),
-            f"model.lora.roles entries must be proposer or solver; got {role_name!r}",
-        )
-    _check(len(set(lo.roles)) == len(lo.roles), f"model.lora.roles lists a role twice: {lo.roles}")
-    _check(lo.rank >= 1, f"model.lora.rank must be >= 1; got {lo.rank}")
-    _check(lo.alpha > 0, f"model.lora.alpha must be > 0; got {lo.alpha}")
-    _check(0 <= lo.dropout < 1, f"model.lora.dropout must be in [0, 1); got {lo.dropout}")
-    _check(bool(lo.target_modules), "model.lora.target_modules must name at least one module (or all-linear)")
+    cfg.buffer.check()
+    cfg.grader.check()
+    cfg.eval.check()
+    cfg.vllm.check()
+    cfg.distributed.check()
+    cfg.model.check()
     if lo.roles and r.backend == "vllm":
         _check(
             v.mode != "trl_server",
             "model.lora with vllm.mode=trl_server is not supported (TRL's client is sent the unmerged "
             "parameter names); use vllm.mode=colocated or server",
         )
-    run = cfg.run
-    _check(run.max_steps >= 1, f"run.max_steps must be >= 1; got {run.max_steps}")
-    _check(0 <= run.seed <= MAX_SEED, f"run.seed must be in 0..{MAX_SEED} (2^32 - 1); got {run.seed}")
-    _check(run.checkpoint_every >= 0, f"run.checkpoint_every must be >= 0; got {run.checkpoint_every}")
-    _check(run.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1; got {run.keep_checkpoints}")
-    _check(run.log_every >= 1, f"run.log_every must be >= 1; got {run.log_every}")
-    _check(run.threads >= 0, f"run.threads must be >= 0 (0 = auto); got {run.threads}")
-    for tracker in run.log_with:
-        _check(
-            tracker in TRACKERS,
-            f"run.log_with: unknown tracker {tracker!r}; use any of {', '.join(TRACKERS)}",
-        )
-    _check(
-        run.completion_chars >= 0,
-        f"run.completion_chars must be >= 0 (0 = whole); got {run.completion_chars}",
-    )
-    _check(bool(run.out_dir), "run.out_dir must not be empty")
+    cfg.run.check()
     _check(
         not cfg.init_from.state or bool(cfg.init_from.checkpoint),
         "init_from.state=true (--init-state) needs init_from.checkpoint (--init-from RUN/checkpoints/step_N)",
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume policy: what a resumed run may change (operational fields) and what it may not (the computing
+# fields every checkpoint records)
+
+
+def total_steps(cfg: Config) -> int:
+    """Online: run.max_steps. Offline: run.max_steps iterations of K_p Proposer + K_s Solver steps."""
+    if cfg.run.mode == "online":
+        return cfg.run.max_steps
+    return cfg.run.max_steps * (cfg.proposer.updates_per_phase + cfg.solver.updates_per_phase)
+
+
+# Overrides a resumed run accepts: they change how it runs, not what it computes (fnmatch patterns).
+RESUME_OVERRIDES = (
+    "run.max_steps",
+    "run.threads",
+    "run.progress",
+    "run.log_*",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.tensorboard",
+    "run.wandb_*",
+    "run.completion_chars",
+    "run.project",
+    "run.name",
+    "eval.*",
+    "grader.workers",
+    "grader.cache_size",
+    "grader.timeout_s",
+    "vllm.*_url",
+    "vllm.*_timeout_s",
+    "distributed.gpus_per_node",
+    "distributed.gpu_memory_gib",
+    "distributed.memory_headroom",
+    "distributed.check_memory",
+)
+
+
+def _flat_keys(nested: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in nested.items():
+        keys.extend(_flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
+    return keys
+
+
+def _get(cfg: Config, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def computing_fields(cfg: Config) -> dict[str, Any]:
+    """The fields that change what a run computes (all but ``RESUME_OVERRIDES`` and ``run.out_dir``), flat
+    ``section.field -> value``: every checkpoint records them, and ``--resume`` refuses a config.yaml
+    edited by hand in any of them."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return {
+        k: v
+        for k, v in flat(cfg.to_dict()).items()
+        if k != "run.out_dir" and not any(fnmatch.fnmatchcase(k, pat) for pat in RESUME_OVERRIDES)
+    }
+
+
+def check_computing_fields(cfg: Config, recorded: dict[str, Any] | None, cfg_path: Path) -> None:
+    """``ConfigError`` naming the fields of ``cfg`` that differ from those the checkpoint ``recorded``
+    (``config.yaml`` edited by hand); checkpoints written before the record existed are not checked."""
+    if not recorded:
+        return
+    now = computing_fields(cfg)
+    differ = [
+        k for k in sorted(set(now) | set(recorded)) if now.get(k, "<absent>") != recorded.get(k, "<absent>")
+    ]
+    if differ:
+        shown = ", ".join(
+            f"{k} ({recorded.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r})" for k in differ[:5]
+        )
+        raise ConfigError(
+            f"{cfg_path} differs from the run's checkpoint in {shown}"
+            f"{f' and {len(differ) - 5} more' if len(differ) > 5 else ''}: it was edited by hand, and these "
+            "fields change what the run computes; restore them, or start a new run"
+        )
+
+
+def validate_resumed(cfg: Config, cfg_path: Path) -> None:
+    """Validate a resumed run's config; a refused value says that a resume override may repair it."""
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{cfg_path}: {exc} (an operational field of config.yaml can be repaired on resume: "
+            "pasodoble train --resume RUN_DIR field=value)"
+        ) from None
+
+
+def resume_overrides(cfg: Config, overrides: list[str], reached_step: int) -> list[str]:
+    """Apply ``overrides`` to a resumed run's ``cfg``; return the ``key=value (was old)`` lines applied.
+
+    Raises ``ConfigError`` for an override that would change what the run computes (group sizes,
+    seed, rewards, models, learning rates, ...), for ``run.out_dir``, and for a ``run.max_steps``
+    below the step the run has reached.
+    """
+    trial = config_from_dict(cfg.to_dict(), check=False)
+    try:
+        apply_overrides(trial, overrides)  # unknown keys and bad values fail here, with their own message
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc} (on --resume, an operational field of config.yaml can be repaired on resume: "
+            "pasodoble train --resume RUN_DIR field=value)"
+        ) from None
+    keys = _flat_keys(parse_overrides(overrides))
+    changed = [k for k in keys if _get(trial, k) != _get(cfg, k)]
+    if "run.out_dir" in changed:
+        raise ConfigError(
+            "run.out_dir cannot change on --resume: the run directory is the one given to --resume "
+            "(copy the directory to move a run)"
+        )
+    refused = [k for k in changed if not any(fnmatch.fnmatchcase(k, pat) for pat in RESUME_OVERRIDES)]
+    if refused:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(refused)}: it would change what the run computes; start a "
+            "new run for that. On resume only operational fields may change (run.max_steps, run.threads, "
+            "run.progress, run.log_every, run.checkpoint_every, run.keep_checkpoints, trackers, eval.*, "
+            "grader.workers, vllm URLs and timeouts, distributed memory-check fields)"
+        )
+    if total_steps(trial) < reached_step:
+        raise ConfigError(
+            f"run.max_steps={trial.run.max_steps} is below the step this run has already reached "
+            f"({reached_step} steps done); give a run.max_steps that covers it"
+        )
+    applied = [f"{k}={_get(trial, k)!r} (was {_get(cfg, k)!r})" for k in changed]
+    apply_overrides(cfg, overrides)
+    return applied
 
 
 # --------------------------------------------------------------------------------------------------

@@ -37,12 +37,14 @@ from pasodoble.checkpoint import (
 )
 from pasodoble.config import (
     Config,
-    ConfigError,
-    apply_overrides,
+    check_computing_fields,
+    computing_fields,
     config_from_dict,
-    parse_overrides,
+    resume_overrides,
     save_config,
+    total_steps,
     validate,
+    validate_resumed,
 )
 from pasodoble.diversity import DiversityHistory
 from pasodoble.dual_play import DualPlay, Role, StepResult
@@ -78,13 +80,6 @@ class Counters:
     step: int = 0  # steps done (skipped ones included)
     updates: int = 0  # steps that trained at least one role
     skips: int = 0
-
-
-def total_steps(cfg: Config) -> int:
-    """Online: run.max_steps. Offline: run.max_steps iterations of K_p Proposer + K_s Solver steps."""
-    if cfg.run.mode == "online":
-        return cfg.run.max_steps
-    return cfg.run.max_steps * (cfg.proposer.updates_per_phase + cfg.solver.updates_per_phase)
 
 
 def phase_of(cfg: Config, step: int) -> str:
@@ -549,138 +544,6 @@ class Trainer:
             self.lock.release()
 
 
-# Overrides a resumed run accepts: they change how it runs, not what it computes (fnmatch patterns).
-RESUME_OVERRIDES = (
-    "run.max_steps",
-    "run.threads",
-    "run.progress",
-    "run.log_*",
-    "run.checkpoint_every",
-    "run.keep_checkpoints",
-    "run.tensorboard",
-    "run.wandb_*",
-    "run.completion_chars",
-    "run.project",
-    "run.name",
-    "eval.*",
-    "grader.workers",
-    "grader.cache_size",
-    "grader.timeout_s",
-    "vllm.*_url",
-    "vllm.*_timeout_s",
-    "distributed.gpus_per_node",
-    "distributed.gpu_memory_gib",
-    "distributed.memory_headroom",
-    "distributed.check_memory",
-)
-
-
-def _flat_keys(nested: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k, v in nested.items():
-        keys.extend(_flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
-    return keys
-
-
-def _get(cfg: Config, key: str) -> Any:
-    obj: Any = cfg
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def computing_fields(cfg: Config) -> dict[str, Any]:
-    """The fields that change what a run computes (all but ``RESUME_OVERRIDES`` and ``run.out_dir``), flat
-    ``section.field -> value``: every checkpoint records them, and ``--resume`` refuses a config.yaml
-    edited by hand in any of them."""
-    import fnmatch
-
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    return {
-        k: v
-        for k, v in flat(cfg.to_dict()).items()
-        if k != "run.out_dir" and not any(fnmatch.fnmatchcase(k, pat) for pat in RESUME_OVERRIDES)
-    }
-
-
-def check_computing_fields(cfg: Config, recorded: dict[str, Any] | None, cfg_path: Path) -> None:
-    """``ConfigError`` naming the fields of ``cfg`` that differ from those the checkpoint ``recorded``
-    (``config.yaml`` edited by hand); checkpoints written before the record existed are not checked."""
-    if not recorded:
-        return
-    now = computing_fields(cfg)
-    differ = [
-        k for k in sorted(set(now) | set(recorded)) if now.get(k, "<absent>") != recorded.get(k, "<absent>")
-    ]
-    if differ:
-        shown = ", ".join(
-            f"{k} ({recorded.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r})" for k in differ[:5]
-        )
-        raise ConfigError(
-            f"{cfg_path} differs from the run's checkpoint in {shown}"
-            f"{f' and {len(differ) - 5} more' if len(differ) > 5 else ''}: it was edited by hand, and these "
-            "fields change what the run computes; restore them, or start a new run"
-        )
-
-
-def _validate_resumed(cfg: Config, cfg_path: Path) -> None:
-    """Validate a resumed run's config; a refused value says that a resume override may repair it."""
-    try:
-        validate(cfg)
-    except ConfigError as exc:
-        raise ConfigError(
-            f"{cfg_path}: {exc} (an operational field of config.yaml can be repaired on resume: "
-            "pasodoble train --resume RUN_DIR field=value)"
-        ) from None
-
-
-def resume_overrides(cfg: Config, overrides: list[str], reached_step: int) -> list[str]:
-    """Apply ``overrides`` to a resumed run's ``cfg``; return the ``key=value (was old)`` lines applied.
-
-    Raises ``ConfigError`` for an override that would change what the run computes (group sizes,
-    seed, rewards, models, learning rates, ...), for ``run.out_dir``, and for a ``run.max_steps``
-    below the step the run has reached.
-    """
-    import fnmatch
-
-    trial = config_from_dict(cfg.to_dict(), check=False)
-    try:
-        apply_overrides(trial, overrides)  # unknown keys and bad values fail here, with their own message
-    except ConfigError as exc:
-        raise ConfigError(
-            f"{exc} (on --resume, an operational field of config.yaml can be repaired on resume: "
-            "pasodoble train --resume RUN_DIR field=value)"
-        ) from None
-    keys = _flat_keys(parse_overrides(overrides))
-    changed = [k for k in keys if _get(trial, k) != _get(cfg, k)]
-    if "run.out_dir" in changed:
-        raise ConfigError(
-            "run.out_dir cannot change on --resume: the run directory is the one given to --resume "
-            "(copy the directory to move a run)"
-        )
-    refused = [k for k in changed if not any(fnmatch.fnmatchcase(k, pat) for pat in RESUME_OVERRIDES)]
-    if refused:
-        raise ConfigError(
-            f"--resume cannot change {', '.join(refused)}: it would change what the run computes; start a "
-            "new run for that. On resume only operational fields may change (run.max_steps, run.threads, "
-            "run.progress, run.log_every, run.checkpoint_every, run.keep_checkpoints, trackers, eval.*, "
-            "grader.workers, vllm URLs and timeouts, distributed memory-check fields)"
-        )
-    if total_steps(trial) < reached_step:
-        raise ConfigError(
-            f"run.max_steps={trial.run.max_steps} is below the step this run has already reached "
-            f"({reached_step} steps done); give a run.max_steps that covers it"
-        )
-    applied = [f"{k}={_get(trial, k)!r} (was {_get(cfg, k)!r})" for k in changed]
-    apply_overrides(cfg, overrides)
-    return applied
-
-
 def run_training(
     cfg: Config, *, backend_factory=None, overwrite: bool = False, relabel=None
 ) -> dict[str, Any]:
@@ -763,7 +626,7 @@ def resume_training(
     # validated after the overrides: one may repair a value this version refuses (grader.timeout_s=inf)
     cfg = config_from_dict(data, check=False)
     if not overrides:
-        _validate_resumed(cfg, cfg_path)
+        validate_resumed(cfg, cfg_path)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"{run_dir} has no complete checkpoint to resume from")
@@ -776,7 +639,7 @@ def resume_training(
         check_computing_fields(cfg, ckpt_state.get("computing_config"), cfg_path)
         reached = int(ckpt_state["counters"]["step"])
         applied = resume_overrides(cfg, overrides, reached) if overrides else []
-        _validate_resumed(cfg, cfg_path)
+        validate_resumed(cfg, cfg_path)
         if applied and dist.is_main():
             print(f"pasodoble train --resume: applied {', '.join(applied)}", file=sys.stderr, flush=True)
         cfg.run.out_dir = str(run_dir)

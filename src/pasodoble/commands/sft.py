@@ -232,7 +232,16 @@ def _names(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="sft_command", metavar="{build-data,train}")
     _add_build_data(sub.add_parser("build-data", help="build teacher-made SFT data for both roles"))
-    _add_train(sub.add_parser("train", help="fine-tune a base model on one role's SFT data"))
+    _add_train(
+        sub.add_parser(
+            "train",
+            help="fine-tune a base model on one role's SFT data",
+            description="Fine-tune a base model on one role's SFT data (assistant-only loss). Several "
+            "processes: torchrun --nproc_per_node N -m pasodoble.cli sft train ... --strategy "
+            "fsdp2|ddp|deepspeed_zero2 (accelerate launch is refused where it starts fewer processes "
+            "than it asks for: its --cpu or one-GPU launcher starts one).",
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:

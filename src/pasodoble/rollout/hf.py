@@ -19,8 +19,8 @@ from the attention mask so padded rows see the same positions as unpadded ones. 
 prompts all have one length runs without a mask (the cheaper causal path).
 
 **One chunk loop, two hooks.** ``_generate_chunk`` pads, prefills, samples and times a chunk; how the model
-runs is two hooks: ``_prefill`` (the prompt forward, returning the chunk's decode state and the first
-logits) and ``_decode_step`` (one token per row through that state). ``hf_batched`` overrides only these.
+runs is two hooks: ``_prefill(model, chunk)`` (the prompt forward, returning the chunk's decode state and
+the first logits) and ``_decode_step(model, state, tok_B)`` (one token per row through that state). ``hf_batched`` overrides only these.
 
 **Compute dtype.** With ``compute_dtype`` set and different from the model's parameter dtype (float32
 master weights, bfloat16 compute), each ``generate`` call runs under one ``torch.autocast`` region, so
@@ -61,6 +61,15 @@ def filter_logits(scaled_logits_BV: torch.Tensor, top_k: int, top_p: float) -> t
         remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
         logits = logits.masked_fill(remove, float("-inf"))
     return logits
+
+
+@dataclass
+class Chunk:
+    """One chunk's prompts, left-padded (``mask_BP`` is 1 on prompt tokens), and how many tokens to sample."""
+
+    input_ids_BP: torch.Tensor
+    mask_BP: torch.Tensor
+    max_new_tokens: int
 
 
 @dataclass
@@ -195,14 +204,14 @@ class HFBackend(GenerationBackend):
         input_ids_BP, mask_BP = left_pad(prompts, self.pad_token_id, device)
         B = input_ids_BP.shape[0]
         T = params.max_new_tokens
-        state, logits_BV = self._prefill(model, input_ids_BP, mask_BP, T, device)
+        state, logits_BV = self._prefill(model, Chunk(input_ids_BP, mask_BP, T))
         sampler = StepSampler(params, generator, self.eos_token_ids, self.pad_token_id, B, logits_BV, device)
         t1 = device_time(device)
         for t in range(T):
             done = sampler.step(logits_BV)
             if t == T - 1 or done:
                 break
-            logits_BV = self._decode_step(model, state, sampler.last_tokens_B, device)
+            logits_BV = self._decode_step(model, state, sampler.last_tokens_B)
         t2 = device_time(device)
         rows = sampler.rows()
         self.last_stats["prefill_s"] += t1 - t0
@@ -212,51 +221,52 @@ class HFBackend(GenerationBackend):
             self.last_stats[key] = self.last_stats.get(key, 0) + value
         return rows
 
-    def _prefill(
-        self,
-        model: torch.nn.Module,
-        input_ids_BP: torch.Tensor,
-        mask_BP: torch.Tensor,
-        max_new_tokens: int,
-        device,
-    ) -> tuple[DecodeState, torch.Tensor]:
+    def _prefill(self, model: torch.nn.Module, chunk: Chunk) -> tuple[DecodeState, torch.Tensor]:
         """The prompt forward of a chunk: its decode state and the fp32 logits ``[B, V]`` of the last position.
 
         Transformers' dynamic cache; a chunk without padding runs without a mask (the cheaper causal path).
         """
+        input_ids_BP, mask_BP = chunk.input_ids_BP, chunk.mask_BP
         if not bool((mask_BP == 0).any()):
-            out = model(input_ids=input_ids_BP, use_cache=True, logits_to_keep=1)
-            return DecodeState(getattr(out, self._cache_kw)), out.logits[:, -1].float()
-        positions_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            input_ids=input_ids_BP,
-            attention_mask=mask_BP,
-            position_ids=positions_BP,
-            use_cache=True,
-            logits_to_keep=1,
+            cache, logits_BV = self._forward(model, input_ids_BP, None, logits_to_keep=1)
+            return DecodeState(cache), logits_BV
+        positions_BP = prompt_positions(mask_BP)
+        cache, logits_BV = self._forward(
+            model, input_ids_BP, None, attention_mask=mask_BP, position_ids=positions_BP, logits_to_keep=1
         )
-        state = DecodeState(getattr(out, self._cache_kw), mask_BP, positions_BP[:, -1] + 1)
-        return state, out.logits[:, -1].float()
+        return DecodeState(cache, mask_BP, positions_BP[:, -1] + 1), logits_BV
 
-    def _decode_step(
-        self, model: torch.nn.Module, state: DecodeState, tok_B: torch.Tensor, device
-    ) -> torch.Tensor:
+    def _decode_step(self, model: torch.nn.Module, state: DecodeState, tok_B: torch.Tensor) -> torch.Tensor:
         """Feed one token per row (``tok_B``) through the chunk's state; the next fp32 logits ``[B, V]``."""
         if state.mask_BP is None:
-            out = model(input_ids=tok_B[:, None], use_cache=True, **{self._cache_kw: state.cache})
-        else:
-            ones_B1 = torch.ones((tok_B.shape[0], 1), dtype=state.mask_BP.dtype, device=device)
-            state.mask_BP = torch.cat([state.mask_BP, ones_B1], 1)
-            out = model(
-                input_ids=tok_B[:, None],
-                attention_mask=state.mask_BP,
-                position_ids=state.next_pos_B[:, None],
-                use_cache=True,
-                **{self._cache_kw: state.cache},
-            )
-            state.next_pos_B = state.next_pos_B + 1
-        state.cache = getattr(out, self._cache_kw)
-        return out.logits[:, -1].float()
+            state.cache, logits_BV = self._forward(model, tok_B[:, None], state.cache)
+            return logits_BV
+        ones_B1 = torch.ones((tok_B.shape[0], 1), dtype=state.mask_BP.dtype, device=tok_B.device)
+        state.mask_BP = torch.cat([state.mask_BP, ones_B1], 1)
+        state.cache, logits_BV = self._forward(
+            model,
+            tok_B[:, None],
+            state.cache,
+            attention_mask=state.mask_BP,
+            position_ids=state.next_pos_B[:, None],
+        )
+        state.next_pos_B = state.next_pos_B + 1
+        return logits_BV
+
+    def _forward(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, cache: Any, **kwargs
+    ) -> tuple[Any, torch.Tensor]:
+        """One cached forward (``cache`` None: a new one); the cache after it and the fp32 logits ``[B, V]``
+        of the last position."""
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        out = model(input_ids=input_ids, use_cache=True, **kwargs)
+        return getattr(out, self._cache_kw), out.logits[:, -1].float()
+
+
+def prompt_positions(mask_BP: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded prompts: each row counts from 0 at its first token (padding gets 0)."""
+    return (mask_BP.cumsum(-1) - 1).clamp(min=0)
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

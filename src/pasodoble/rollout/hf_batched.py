@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pasodoble.rollout.base import device_time
-from pasodoble.rollout.hf import DecodeState, HFBackend
+from pasodoble.rollout.hf import Chunk, DecodeState, HFBackend, prompt_positions
 from pasodoble.rollout.slot import ModelReplica
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,8 @@ class StaticDecodeState(DecodeState):
 class HFBatchedBackend(HFBackend):
     """``HFBackend``'s contract with a static KV cache and, on CUDA, one captured graph per window.
 
-    Args (beyond ``HFBackend``'s):
+    Args (beyond ``HFBackend``'s, which ``hf_kwargs`` passes on: ``generation_batch_size``,
+    ``eos_token_ids``, ``compute_dtype``):
         cuda_graphs: capture the decode step; None = when the model is on CUDA.
         window_bucket: attention reads the first multiple of this many cache columns that covers the
             tokens so far (one graph per window).
@@ -143,20 +144,12 @@ class HFBatchedBackend(HFBackend):
         model: torch.nn.Module,
         tokenizer,
         *,
-        generation_batch_size: int = 64,
-        eos_token_ids: list[int] | None = None,
-        compute_dtype: torch.dtype | None = None,
         cuda_graphs: bool | None = None,
         window_bucket: int = 256,
         replica: bool | None = None,
+        **hf_kwargs,
     ) -> None:
-        super().__init__(
-            model,
-            tokenizer,
-            generation_batch_size=generation_batch_size,
-            eos_token_ids=eos_token_ids,
-            compute_dtype=compute_dtype,
-        )
+        super().__init__(model, tokenizer, **hf_kwargs)
         if window_bucket < 1:
             raise ValueError(f"window_bucket must be >= 1; got {window_bucket}")
         impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
@@ -199,17 +192,11 @@ class HFBatchedBackend(HFBackend):
         dtype = next(model.parameters()).dtype
         return self.compute_dtype if self.compute_dtype is not None else dtype
 
-    def _prefill(
-        self,
-        model: torch.nn.Module,
-        input_ids_BP: torch.Tensor,
-        mask_BP: torch.Tensor,
-        max_new_tokens: int,
-        device,
-    ) -> tuple[StaticDecodeState, torch.Tensor]:
+    def _prefill(self, model: torch.nn.Module, chunk: Chunk) -> tuple[StaticDecodeState, torch.Tensor]:
         """The prompt forward into a static cache of ``P + max_new_tokens`` columns; the decode buffers."""
+        input_ids_BP, mask_BP, device = chunk.input_ids_BP, chunk.mask_BP, chunk.input_ids_BP.device
         B, P = input_ids_BP.shape
-        L = P + max_new_tokens
+        L = P + chunk.max_new_tokens
         cache = StaticKV(B, L, device)
         dtype = self._attention_dtype(model)
         neg = torch.finfo(dtype).min
@@ -223,18 +210,17 @@ class HFBatchedBackend(HFBackend):
         window = self._window(P, L)
         prefill_mask = torch.full((B, 1, P, window), neg, dtype=dtype, device=device)
         prefill_mask[:, 0, :, :P].masked_fill_(allowed_BPP, 0.0)
-        positions_BP = (mask_BP.cumsum(-1) - 1).clamp(min=0)
+        positions_BP = prompt_positions(mask_BP)
         cache.window = window
-        out = model(
-            input_ids=input_ids_BP,
+        _, logits_BV = self._forward(
+            model,
+            input_ids_BP,
+            cache,
             attention_mask=prefill_mask,
             position_ids=positions_BP,
-            use_cache=True,
             logits_to_keep=1,
-            **{self._cache_kw: cache},
         )
-        logits_BV = out.logits[:, -1].float()
-        del out, prefill_mask, allowed_BPP
+        del prefill_mask, allowed_BPP
         cache.pos.fill_(P)
         cache.written = P
 
@@ -252,11 +238,11 @@ class HFBatchedBackend(HFBackend):
         return state, logits_BV
 
     def _decode_step(
-        self, model: torch.nn.Module, state: StaticDecodeState, tok_B: torch.Tensor, device
+        self, model: torch.nn.Module, state: StaticDecodeState, tok_B: torch.Tensor
     ) -> torch.Tensor:
         """Write the step's token, position and mask column in place, then replay the window's graph
         (captured on first use) or run the forward eagerly."""
-        cache = state.cache
+        cache, device = state.cache, tok_B.device
         column = cache.written  # where this step's token goes
         state.tok_B1.copy_(tok_B[:, None])
         state.pos_ids_B1.add_(1)
@@ -265,14 +251,10 @@ class HFBatchedBackend(HFBackend):
 
         def forward(w: int) -> torch.Tensor:
             cache.window = w
-            step_out = model(
-                input_ids=state.tok_B1,
-                attention_mask=state.mask_B11L[..., :w],
-                position_ids=state.pos_ids_B1,
-                use_cache=True,
-                **{self._cache_kw: cache},
-            )
-            return step_out.logits[:, -1].float()
+            mask = state.mask_B11L[..., :w]
+            return self._forward(
+                model, state.tok_B1, cache, attention_mask=mask, position_ids=state.pos_ids_B1
+            )[1]
 
         entry = None
         if self._graphs_on(device):

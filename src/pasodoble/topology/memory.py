@@ -203,7 +203,8 @@ def uses_generation_replica(cfg: Config, S: int) -> bool:
 
 
 def compute_copy_bytes(cfg: Config, P: int, a: Architecture | None, S: int) -> dict[str, float]:
-    """Per-process copies of the weights in the compute dtype (docs/scaling.md, "Memory model"), for the training peak."""
+    """Per-process copies of the weights in the compute dtype, for the training peak (docs/scaling.md,
+    "Memory model")."""
     b, strategy = _compute_bytes(cfg), cfg.distributed.strategy
     out: dict[str, float] = {}
     if strategy == "fsdp2" and S > 1:

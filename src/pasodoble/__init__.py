@@ -26,7 +26,8 @@ __version__ = "0.2.0"
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "Config": "pasodoble.config",
-    "ConfigError": "pasodoble.config",
+    "ConfigError": "pasodoble.errors",
+    "PasoDobleError": "pasodoble.errors",
     "EvalResult": "pasodoble.api",
     "ExportResult": "pasodoble.api",
     "TrainResult": "pasodoble.api",
@@ -46,6 +47,7 @@ __all__ = [
     "ConfigError",
     "EvalResult",
     "ExportResult",
+    "PasoDobleError",
     "TrainResult",
     "UserError",
     "Verdict",

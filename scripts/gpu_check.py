@@ -76,6 +76,7 @@ import argparse
 import collections
 import contextlib
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -197,15 +198,16 @@ def patched_loader(shape: str, device: str, *, held_dtype=None):
     """Make the trainer load a random-init model of ``shape`` for every role (same seed, same weights).
 
     The trainer asks for float32 weights (its masters; anything else raises here). ``held_dtype`` hands it
-    weights of that dtype instead and switches off the learner's upcast of 16-bit masters
-    (``learner.upcast_master``): the precision check's contrast, the trainer's own step on weights held in
+    weights of that dtype instead and switches off the training layer's upcast of 16-bit masters
+    (``trainable.upcast_master``): the precision check's contrast, the trainer's own step on weights held in
     the compute dtype."""
     torch = _torch()
-    import pasodoble.learner as learner_mod
+    import pasodoble.trainable as trainable_mod
+
     train_mod = importlib.import_module("pasodoble.train")  # `import pasodoble.train as` gives pd.train
 
     original = train_mod.load_model_and_tokenizer
-    upcast = learner_mod.upcast_master
+    upcast = trainable_mod.upcast_master
 
     def load(name_or_path, model_cfg, *, seed=0, dtype=None, field=None):
         if dtype not in (None, "float32"):
@@ -214,12 +216,12 @@ def patched_loader(shape: str, device: str, *, held_dtype=None):
 
     train_mod.load_model_and_tokenizer = load
     if held_dtype is not None:
-        learner_mod.upcast_master = lambda model: model
+        trainable_mod.upcast_master = lambda model: model
     try:
         yield
     finally:
         train_mod.load_model_and_tokenizer = original
-        learner_mod.upcast_master = upcast
+        trainable_mod.upcast_master = upcast
 
 
 def free(device: str) -> None:

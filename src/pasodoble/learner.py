@@ -1,4 +1,4 @@
-"""One GRPO learner class for both roles: model, AdamW, LR schedule, accumulation, accelerate.
+"""One GRPO learner class for both roles: the loss, batching and metrics over a ``Trainable``.
 
 ``Learner.update(samples)`` takes this process's share of one logical batch of ``TrainSample``s
 (prompt ids, completion ids, advantage) and makes ``steps_per_batch`` optimizer steps on it (1 by
@@ -7,24 +7,13 @@ default: exactly one step per batch). Within a step, gradients accumulate over m
 whole logical batch summed over all processes, so that accumulation and data parallelism reproduce
 the single-process full-batch gradient (see ``docs/learner.md``).
 
-The same code runs single-process on CPU, data-parallel under ``torchrun`` (DDP; the gradient
-all-reduce averages over ranks, so each rank's loss is multiplied by the world size), sharded with
-FSDP2 (applied here, ``parallel.shard_model``; CPU and GPU alike) or under DeepSpeed ZeRO-2 as
-configured in the ``Accelerator`` the caller passes in.
-
-Precision: master weights and AdamW state are float32 whatever the compute dtype (16-bit parameters
-are upcast when the learner is built); ``Parallelism.compute_dtype`` is what the forward computes in
-(``parallel.py`` says how each strategy realizes it).
-
-LoRA (``lora.py``): given a ``peft.PeftModel``, the learner trains the transformers model peft
-injected its adapters into (only the adapters require gradients, so AdamW holds only theirs), and
-its state and checkpoints hold the adapters and their optimizer state only; ``full_state_dict`` and
-``save_pretrained`` give the merged full model.
+The model, AdamW, the schedule and everything that depends on the layout (one process, DDP, FSDP2,
+DeepSpeed ZeRO-2: accumulation, clipping, stepping, saving, precision, LoRA adapters) live in
+``trainable.Trainable``, the layer the SFT loop shares; this module holds only GRPO.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -32,22 +21,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
-from transformers import get_scheduler
 
 from pasodoble import lora
 from pasodoble.config import GRPOConfig, RoleConfig
 from pasodoble.grpo import completion_logprobs, pack_sequences, policy_loss
-from pasodoble.parallel import (
-    Parallelism,
-    deepspeed_checkpoint_classes,
-    full_model_state,
-    load_sharded_state,
-    save_sharded_state,
-    shard_model,
-    upcast_master,
-    weights_only_loads,
-)
+from pasodoble.parallel import Parallelism
+from pasodoble.trainable import Trainable
 
 
 @dataclass
@@ -76,7 +55,7 @@ class Learner:
 
     Args:
         role: 'proposer' or 'solver' (any label).
-        model: the causal LM to train (not yet wrapped); it is prepared with ``accelerator``.
+        model: the causal LM to train (not yet wrapped); ``Trainable`` prepares it for the layout.
         tokenizer: saved next to the model by ``save_pretrained``; its pad id pads batches.
         role_cfg: optimizer, schedule and batching settings of this role.
         grpo_cfg: loss settings shared by both roles.
@@ -119,81 +98,41 @@ class Learner:
         self.temperature = float(temperature)
         self.max_new_tokens = int(max_new_tokens)
         self.compute_entropy = compute_entropy
-        self.accelerator = (
-            accelerator if accelerator is not None else Accelerator(cpu=not torch.cuda.is_available())
-        )
-        self.parallelism = parallelism if parallelism is not None else _implied(self.accelerator)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError(f"{role}: the tokenizer has neither a pad nor an eos token")
         self.pad_token_id = int(pad)
         self.step = 0
-        self._fsdp = self.parallelism.strategy == "fsdp2"
-        self._deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
-        if self._fsdp and self._deepspeed:
-            raise ValueError(f"{role}: an FSDP2 layout with a DeepSpeed accelerator")
-
-        # LoRA: keep peft's handle for the adapter state; train the transformers model it adapted in place
-        self.peft_model = None
-        if lora.is_peft_model(model):
-            lora.check_layout(self.parallelism.strategy, self.parallelism.num_processes)
-            self.peft_model, model = model, model.get_base_model()
-        upcast_master(model)
-        device = self.accelerator.device
-        self.ref_model = None
+        # The frozen reference policy is copied before the layer upcasts, shards or checkpoints the model
+        # (its values are the same: a 16-bit weight upcast to float32 and cast to the compute dtype is
+        # the 16-bit weight cast to it).
+        ref = None
         if grpo_cfg.beta > 0:
-            # Frozen: held in the compute dtype, whole on every process (its forward issues no collective).
-            ref = ref_model if ref_model is not None else copy.deepcopy(model)
-            ref.requires_grad_(False)
-            self.ref_model = ref.eval().to(device=device, dtype=self.parallelism.compute_dtype)
-
-        if gradient_checkpointing:
-            # The only activation checkpointing applied (FSDP2 here adds none of its own).
-            ckpt_kwargs = {"use_reentrant": False}
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs)
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
-        if self._fsdp:
-            shard_model(model, self.parallelism, device)
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
+            base = model.get_base_model() if lora.is_peft_model(model) else model
+            ref = ref_model if ref_model is not None else copy.deepcopy(base)
+        self.trainable = Trainable(
+            model,
             lr=role_cfg.learning_rate,
             betas=(role_cfg.adam_beta1, role_cfg.adam_beta2),
             weight_decay=role_cfg.weight_decay,
+            max_grad_norm=role_cfg.max_grad_norm,
+            lr_schedule=role_cfg.lr_schedule,
+            warmup_steps=role_cfg.warmup_steps,
+            total_steps=total_steps,
+            micro_batch_size=role_cfg.micro_batch_size,
+            gradient_checkpointing=gradient_checkpointing,
+            accelerator=accelerator,
+            parallelism=parallelism,
+            label=role,
         )
-        if role_cfg.lr_schedule == "cosine":
-            if total_steps is None:
-                raise ValueError(
-                    f"{role}: the cosine schedule needs total_steps (optimizer steps of the run)"
-                )
-            self.scheduler = get_scheduler(
-                "cosine", optimizer, num_warmup_steps=role_cfg.warmup_steps, num_training_steps=total_steps
-            )
-        else:
-            self.scheduler = get_scheduler(
-                "constant_with_warmup", optimizer, num_warmup_steps=role_cfg.warmup_steps
-            )
-        # Under DeepSpeed the engine makes the optimizer step, clipping included: this learner marks
-        # the accumulation boundary itself (one engine.step() per optimizer step), so DeepSpeed's own
-        # accumulation must stay 1; the clip norm is this role's (read when prepare() builds the engine).
-        if self._deepspeed:
-            ds_config = self.accelerator.state.deepspeed_plugin.deepspeed_config
-            if ds_config.get("gradient_accumulation_steps", 1) not in (1, "auto"):
-                raise ValueError(
-                    f"{role}: the DeepSpeed config's gradient_accumulation_steps must be 1 (the learner "
-                    f"accumulates micro-batches itself); got {ds_config['gradient_accumulation_steps']}"
-                )
-            ds_config["gradient_clipping"] = float(role_cfg.max_grad_norm)
-            if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
-                ds_config["train_micro_batch_size_per_gpu"] = role_cfg.micro_batch_size
-        # The scheduler is not prepared: accelerate would step it once per process. Under FSDP2 the
-        # model is already sharded in place and the optimizer holds its DTensor shards: nothing to wrap.
-        if self._fsdp:
-            self.model, self.optimizer = model, optimizer
-        else:
-            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.model.train()
+        # The layer's parts under their usual names (fork.py and the tests read them; never reassigned)
+        t = self.trainable
+        self.model, self.optimizer, self.scheduler = t.model, t.optimizer, t.scheduler
+        self.accelerator, self.parallelism, self.peft_model = t.accelerator, t.parallelism, t.peft_model
+        self.ref_model = None
+        if ref is not None:  # frozen, in the compute dtype, whole on every process (no collective)
+            ref.requires_grad_(False)
+            self.ref_model = ref.eval().to(device=t.device, dtype=t.parallelism.compute_dtype)
 
     # ----------------------------------------------------------------------------------------------
     # Properties
@@ -201,7 +140,7 @@ class Learner:
     @property
     def unwrapped_model(self) -> torch.nn.Module:
         """The bare transformers model (for generation and saving); shares weights with training."""
-        return self.accelerator.unwrap_model(self.model)
+        return self.trainable.unwrapped_model
 
     @property
     def loss_constant(self) -> int:
@@ -221,10 +160,11 @@ class Learner:
         # Without gradients no all-reduce is needed: use the bare model (a DDP forward may broadcast
         # buffers, a collective that ranks with different batch sizes would not match). FSDP2 shards
         # the parameters, so there the sharded model (and equal call counts on all ranks) is needed.
-        model = self.model if self._fsdp else self.unwrapped_model
+        sharded = self.trainable.sharded
+        model = self.model if sharded else self.unwrapped_model
         out: list[list[float]] = []
         mbs = self.role_cfg.micro_batch_size
-        n_micro = self._max_micro_batches(len(samples)) if self._fsdp else math.ceil(len(samples) / mbs)
+        n_micro = self._max_micro_batches(len(samples)) if sharded else math.ceil(len(samples) / mbs)
         for j in range(n_micro):
             micro = samples[j * mbs : (j + 1) * mbs]
             if not micro:  # keeps this rank's collectives in step with the others'
@@ -237,9 +177,7 @@ class Learner:
 
     def _max_micro_batches(self, n_samples: int) -> int:
         """The largest micro-batch count over all processes (a collective)."""
-        acc = self.accelerator
-        n_micro = torch.tensor([math.ceil(n_samples / self.role_cfg.micro_batch_size)], device=acc.device)
-        return int(acc.reduce(n_micro, reduction="max").item()) if acc.num_processes > 1 else int(n_micro)
+        return self.trainable.max_over_processes(math.ceil(n_samples / self.role_cfg.micro_batch_size))
 
     def _filler(self) -> list[TrainSample]:
         """A one-token sample for the zero-weight passes of a process that ran out of micro-batches."""
@@ -249,7 +187,7 @@ class Learner:
         batch = pack_sequences(
             [s.prompt_ids for s in micro], [s.completion_ids for s in micro], self.pad_token_id
         ).to(self.accelerator.device)
-        with self.parallelism.autocast(self.accelerator.device):
+        with self.trainable.autocast():
             return completion_logprobs(model, batch, self.temperature, with_entropy=with_entropy)
 
     # ----------------------------------------------------------------------------------------------
@@ -315,7 +253,7 @@ class Learner:
         glob = acc.reduce(local, reduction="sum") if acc.num_processes > 1 else local
         n_seq, n_tok, n_comp_tok, n_trunc, adv_sum = glob.tolist()
         n_micro = self._max_micro_batches(len(samples))
-        scale = float(acc.num_processes)  # DDP/FSDP average gradients over ranks; undo it.
+        scale = float(acc.num_processes)  # DDP, FSDP2 and DeepSpeed average gradients over ranks; undo it.
 
         sums = {key: torch.zeros((), device=device, dtype=torch.float64) for key in _WEIGHTED_METRICS}
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -325,18 +263,9 @@ class Learner:
             weight = 1.0
             if not micro:  # this rank has fewer micro-batches: a zero-weight pass keeps collectives in step
                 micro, weight = (samples[:1] or self._filler()), 0.0
-            sync = j == n_micro - 1
-            # FSDP2 reduce-scatters every micro-batch, so its gradients stay sharded (no_sync would
-            # accumulate unsharded ones, 4 bytes per parameter); DDP all-reduces once, at the end.
-            ctx = contextlib.nullcontext() if sync or self._fsdp else acc.no_sync(self.model)
-            if self._deepspeed:
-                self.model.set_gradient_accumulation_boundary(sync)
-            with ctx:
+            with self.trainable.micro_batch(last=j == n_micro - 1):
                 loss, m = self._micro_loss(micro, n_seq, n_tok)
-                if self._deepspeed:  # acc.backward would also step the engine after every micro-batch
-                    self.model.backward(loss * (scale * weight))
-                else:
-                    acc.backward(loss * (scale * weight))
+                self.trainable.backward(loss * (scale * weight))
             loss_sum += loss.detach().double() * weight
             w = m["tokens"].double() * weight
             tokens_seen += w
@@ -344,20 +273,8 @@ class Learner:
                 if key in m:
                     sums[key] += m[key].double() * w
 
-        lr = self.scheduler.get_last_lr()[0]
-        if self._deepspeed:
-            self.model.step()  # clips at max_grad_norm, steps the optimizer, zeroes the gradients
-            grad_norm = self.model.get_global_grad_norm()  # before clipping
-        else:
-            max_norm = self.role_cfg.max_grad_norm if self.role_cfg.max_grad_norm > 0 else float("inf")
-            if self._fsdp:  # the norm of DTensor gradients is a DTensor: the global norm, replicated
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-                grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            else:
-                grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        lr = self.trainable.lr
+        grad_norm = self.trainable.clip_and_step()
         self.step += 1
 
         packed = torch.stack([loss_sum, tokens_seen, *[sums[k] for k in _WEIGHTED_METRICS]])
@@ -367,7 +284,7 @@ class Learner:
         denom = max(vals[1], 1.0)
         metrics = {
             "loss": vals[0],
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "lr": float(lr),
             "tokens": n_tok,
             "sequences": n_seq,
@@ -437,145 +354,42 @@ class Learner:
         Tensors are live references: ``torch.save`` the result (or deep-copy it) before the next update.
         Sharded (FSDP2) and DeepSpeed learners have no in-memory full state: use ``save``/``load``.
         """
-        if self._fsdp or self._deepspeed:
-            raise RuntimeError(
-                f"{self.role}: state_dict() holds full tensors; a {self.parallelism.strategy} learner "
-                "saves its sharded state with save(directory)"
-            )
-        adapters = self.peft_model is not None  # adapters only: the base weights come from the model path
-        state = {
-            "format": LEARNER_FORMAT,
-            "layout": self.parallelism.strategy,
-            "role": self.role,
-            "step": self.step,
-            "model": (
-                lora.adapter_state_dict(self.peft_model)
-                if adapters
-                else self.accelerator.get_state_dict(self.model)
-            ),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
-        if adapters:
-            state["lora"] = True
-        return state
+        return {**self._meta(), "step": self.step, **self.trainable.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned; the next ``update`` continues bit for bit."""
-        self._load_model_state(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.trainable.load_state_dict(state)
         self.step = int(state["step"])
 
     def save(self, directory: str | Path) -> None:
         """Write this role's resumable state into ``directory``; every process calls it.
 
-        Files (``R`` = the role): ``R.pt``, written by the main process and readable with
-        ``torch.load(..., weights_only=True)``: step, scheduler and, for one process or DDP, the float32
-        model and the optimizer state (``state_dict()``). FSDP2 adds ``R.dcp/``, a
-        ``torch.distributed.checkpoint`` directory of the sharded model and optimizer written by every
-        process; DeepSpeed adds ``R.deepspeed/``, the engine's own checkpoint.
+        Files (``R`` = the role; ``Trainable.save``): ``R.pt`` (format, layout, role, step, scheduler and,
+        for one process or DDP, the float32 model and the optimizer state), plus ``R.dcp/`` under FSDP2
+        or ``R.deepspeed/`` under DeepSpeed.
         """
-        directory = Path(directory)
-        acc = self.accelerator
-        meta = {"format": LEARNER_FORMAT, "layout": self.parallelism.strategy, "role": self.role}
-        if self._fsdp:
-            has_optim = save_sharded_state(str(directory / f"{self.role}.dcp"), self.model, self.optimizer)
-            meta["optimizer_state"] = has_optim
-            payload = {**meta, "step": self.step, "scheduler": self.scheduler.state_dict()}
-        elif self._deepspeed:
-            self.model.save_checkpoint(
-                str(directory),
-                tag=f"{self.role}.deepspeed",
-                save_latest=False,
-                exclude_frozen_parameters=False,
-            )
-            payload = {**meta, "step": self.step, "scheduler": self.scheduler.state_dict()}
-        else:
-            payload = self.state_dict()
-        if acc.is_main_process:
-            with open(directory / f"{self.role}.pt", "wb") as fh:
-                torch.save(payload, fh)
-        acc.wait_for_everyone()
+        self.trainable.save(directory, self.role, {**self._meta(), "step": self.step})
 
     def load(self, directory: str | Path) -> None:
         """Restore what ``save`` wrote (every process calls it); the next ``update`` continues bit for bit.
 
         Raises ``ValueError`` when the files were written under another strategy.
         """
-        directory = Path(directory)
-        payload = torch.load(directory / f"{self.role}.pt", map_location="cpu", weights_only=True)
-        layout = payload.get("layout", "none")
-        same = {layout, self.parallelism.strategy} <= {"none", "ddp"} or layout == self.parallelism.strategy
-        if not same:
-            raise ValueError(
-                f"{self.role}: the checkpoint was written with distributed.strategy={layout} and this run "
-                f"uses {self.parallelism.strategy}; resume with the strategy it was written with"
-            )
-        if self._fsdp:
-            load_sharded_state(
-                str(directory / f"{self.role}.dcp"),
-                self.model,
-                self.optimizer,
-                has_optim=bool(payload.get("optimizer_state")),
-            )
-        elif self._deepspeed:
-            with weights_only_loads(deepspeed_checkpoint_classes()):  # DeepSpeed's own torch.load calls
-                path, _ = self.model.load_checkpoint(
-                    str(directory),
-                    tag=f"{self.role}.deepspeed",
-                    load_optimizer_states=True,
-                    load_lr_scheduler_states=False,
-                )
-            if path is None:
-                raise ValueError(f"{self.role}: no DeepSpeed checkpoint in {directory}")
-        else:
-            self._load_model_state(payload)
-            self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.step = int(payload["step"])
-        self.accelerator.wait_for_everyone()
+        self.step = int(self.trainable.load(directory, self.role)["step"])
 
-    def _load_model_state(self, state: dict) -> None:
-        """The model part of ``state_dict()``: full weights, or LoRA adapters (``state["lora"]``)."""
-        if bool(state.get("lora")) != (self.peft_model is not None):
-            held = "LoRA adapters" if state.get("lora") else "full weights"
-            trains = "LoRA adapters" if self.peft_model is not None else "full weights"
-            raise ValueError(
-                f"{self.role}: the checkpoint holds {held} and this run trains {trains} (model.lora.roles)"
-            )
-        if self.peft_model is not None:
-            lora.load_adapter_state_dict(self.peft_model, state["model"])
-        else:
-            self.unwrapped_model.load_state_dict(state["model"])
+    def _meta(self) -> dict:
+        return {"format": LEARNER_FORMAT, "layout": self.parallelism.strategy, "role": self.role}
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The float32 model weights, whole, on the main process ({} elsewhere); every process calls it.
 
         With LoRA: the merged weights under the base model's names (``lora.merged_state_items``).
         """
-        if self.peft_model is not None:
-            return dict(lora.merged_state_items(self.unwrapped_model))
-        return full_model_state(self.model, self.parallelism, self.accelerator)
+        return self.trainable.full_state_dict()
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write a Hugging Face model directory (weights, config, tokenizer) from the main process."""
-        state = self.full_state_dict()
-        if self.accelerator.is_main_process:
-            Path(directory).mkdir(parents=True, exist_ok=True)
-            self.unwrapped_model.save_pretrained(directory, state_dict=state)
-            self.tokenizer.save_pretrained(directory)
-        self.accelerator.wait_for_everyone()
-
-
-def _implied(accelerator: Accelerator) -> Parallelism:
-    """The layout an accelerator alone implies: one process or DDP in float32, or DeepSpeed ZeRO-2."""
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
-        return Parallelism("deepspeed_zero2", dtype, accelerator.num_processes)
-    if accelerator.num_processes > 1:
-        return Parallelism("ddp", torch.float32, accelerator.num_processes)
-    return Parallelism()
+        self.trainable.save_pretrained(directory, self.tokenizer)
 
 
 def _split(items: list, parts: int) -> list[list]:

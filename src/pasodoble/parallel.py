@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 
 from pasodoble.checkpoint import read_dcp_metadata, safe_dcp_reader
-from pasodoble.config import Config
 from pasodoble.errors import UserError
 from pasodoble.rollout.base import GenerationBackend
 from pasodoble.rollout.slot import ModelReplica
@@ -94,16 +93,18 @@ def _launched_world() -> tuple[int, bool]:
     return world, "RANK" in os.environ and "MASTER_ADDR" in os.environ
 
 
-def build_accelerator(cfg: Config, *, cpu: bool, **kwargs):
-    """The run's ``accelerate.Accelerator`` and its ``Parallelism``.
+def build_accelerator(strategy: str, dtype_name: str, *, cpu: bool, **kwargs):
+    """An ``accelerate.Accelerator`` and the ``Parallelism`` it runs: ``strategy`` (a run's
+    ``distributed.strategy``) where the launch allows it (under ``torchrun``), ``dtype_name`` (its
+    ``model.dtype``) the compute dtype.
 
     ``kwargs`` go to the Accelerator (e.g. ``log_with``). For ``fsdp2`` the Accelerator only sets up
-    the device and process group; the learner shards the model itself (``shard_model``).
+    the device and process group; ``trainable.Trainable`` shards the model itself (``shard_model``).
     """
     from accelerate import Accelerator
 
-    dtype = compute_dtype(cfg.model.dtype)
-    wanted = cfg.distributed.strategy
+    dtype = compute_dtype(dtype_name)
+    wanted = strategy
     world, launched = _launched_world()
     if wanted == "deepspeed_zero2" and (world > 1 or not cpu):
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs

@@ -132,7 +132,9 @@ class Trainer:
         self._replica: GenerationReplica | None = None
         validate_topology(cfg)  # placement, batch sizes and memory: refuse before anything loads
         seed_everything(cfg.run.seed)
-        self.accelerator, self.parallelism = build_accelerator(cfg, cpu=_on_cpu(cfg))
+        self.accelerator, self.parallelism = build_accelerator(
+            cfg.distributed.strategy, cfg.model.dtype, cpu=_on_cpu(cfg)
+        )
         self.fork = fork
         if fork is not None:  # --init-state into a layout its optimizer state cannot load into: refused here
             check_layout(fork, self.parallelism.strategy, self.parallelism.num_processes)

@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pasodoble.config import Config, GRPOConfig, RoleConfig  # noqa: E402
+from pasodoble.config import GRPOConfig, RoleConfig  # noqa: E402
 from pasodoble.learner import Learner, TrainSample  # noqa: E402
 from pasodoble.parallel import build_accelerator  # noqa: E402
 from pasodoble.testing.tiny import build_tiny_model, build_tiny_tokenizer, tiny_task_prompts  # noqa: E402
@@ -66,10 +66,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    cfg = Config()
-    cfg.distributed.strategy = args.strategy if args.strategy != "none" else "ddp"
-    cfg.model.dtype = args.compute_dtype
-    acc, par = build_accelerator(cfg, cpu=True)
+    acc, par = build_accelerator(
+        args.strategy if args.strategy != "none" else "ddp", args.compute_dtype, cpu=True
+    )
     assert args.strategy == par.strategy, f"asked for {args.strategy}, got {par.describe()}"
     tok = build_tiny_tokenizer()
     role = RoleConfig(

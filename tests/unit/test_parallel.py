@@ -43,7 +43,7 @@ def test_one_process_without_torchrun_trains_unsharded_and_says_so(monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     cfg = load_config(None, ["model.dtype=bfloat16"])  # distributed.strategy defaults to fsdp2
-    acc, par = build_accelerator(cfg, cpu=True)
+    acc, par = build_accelerator(cfg.distributed.strategy, cfg.model.dtype, cpu=True)
     assert par == Parallelism("none", torch.bfloat16, 1) and acc.num_processes == 1
 
 

@@ -25,12 +25,12 @@ ignores position-id resets would let examples see each other; use the default ba
 **Loss.** Token mean over the assistant tokens of the whole optimizer step (all micro-batches and
 processes), so gradient accumulation and data parallelism give the full-batch gradient.
 
-**Scale.** The same layouts and precision as RL training (``parallel.py``): float32 master weights and
-AdamW state, ``dtype`` the compute dtype (bf16 autocast, or FSDP2's mixed-precision policy), and under
-``torchrun`` the run's ``strategy`` (fsdp2 shards the model, ddp replicates it, deepspeed_zero2 uses
-DeepSpeed's engine), built by the same ``parallel.build_accelerator``. Every process runs the same
-number of micro-batches per step (zero-weight passes where its share is shorter), so sharded
-collectives stay in step.
+**Scale.** The same layouts, precision and mechanics as RL training: the model is a
+``trainable.Trainable``, the layer the GRPO learner stands on (float32 master weights and AdamW state,
+``dtype`` the compute dtype; under ``torchrun`` the run's ``strategy``: fsdp2 shards the model, ddp
+replicates it, deepspeed_zero2 uses DeepSpeed's engine). Every process runs the same number of
+micro-batches per step (zero-weight passes where its share is shorter), so sharded collectives stay
+in step.
 
 **Resume.** Every ``checkpoint_every`` optimizer steps (and when the run ends) the model, optimizer,
 scheduler, RNG states and data position (epoch, examples consumed) are written atomically with
@@ -41,7 +41,6 @@ permutation, so the resumed run sees the same batches.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -345,6 +344,32 @@ def _validate(cfg: SFTConfig) -> None:
             raise UserError(message)
 
 
+def sft_step(trainable, examples: list[SFTExample], cfg: SFTConfig, pad_id: int) -> float:
+    """One optimizer step on a step's ``examples`` (every process holds them all and trains on its share,
+    ``rank::world``); returns the token-mean loss over the assistant tokens of the whole step."""
+    acc, device = trainable.accelerator, trainable.device
+    rank, world = acc.process_index, acc.num_processes
+    mine = examples[rank::world]
+    local_tokens = sum(e.num_targets for e in mine)
+    tokens = int(acc.reduce(torch.tensor(local_tokens, device=device), reduction="sum"))
+    micros = _micro_batches(mine, cfg, pad_id) if mine else []
+    # every process runs as many micro-batches as the busiest (zero-weight passes), so the sharded
+    # collectives of FSDP2 and DeepSpeed stay in step; the filler is any example of the step
+    n_micro = trainable.max_over_processes(len(micros))
+    filler = pad_batch(examples[:1], pad_id)
+    loss_sum = 0.0
+    for j in range(n_micro):
+        micro, weight = (micros[j], 1.0) if j < len(micros) else (filler, 0.0)
+        with trainable.micro_batch(last=j == n_micro - 1):
+            with trainable.autocast():
+                loss, _ = _forward_loss(trainable.model, micro, device)
+            # the token mean over the whole step; gradients are averaged over processes: undo it
+            trainable.backward(loss * (weight * world / max(tokens, 1)))
+        loss_sum += float(loss.detach()) * weight
+    trainable.clip_and_step()
+    return float(acc.reduce(torch.tensor(loss_sum, device=device), reduction="sum")) / max(tokens, 1)
+
+
 def train_sft(
     cfg: SFTConfig, *, on_eval: Callable[[Any, Any, int], dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -358,7 +383,6 @@ def train_sft(
     training, the last training loss, step and example counts and the dropped (too long) examples.
     """
     from tqdm import tqdm
-    from transformers import get_scheduler
 
     from pasodoble import distributed as dist
     from pasodoble.checkpoint import (
@@ -368,16 +392,17 @@ def train_sft(
         save_collective,
         verify_checkpoint,
     )
-    from pasodoble.config import Config, ModelConfig
+    from pasodoble.config import ModelConfig
     from pasodoble.metrics import RunLogger
     from pasodoble.models import load_model_and_tokenizer
-    from pasodoble.parallel import build_accelerator, full_model_state, shard_model, upcast_master
+    from pasodoble.parallel import build_accelerator
+    from pasodoble.trainable import Trainable, same_layout
 
     _validate(cfg)
     started = time.perf_counter()
     out = Path(cfg.out)
     conversations = read_chat_jsonl(cfg.data)
-    # float32 master weights; cfg.dtype is the compute dtype (parallel.py)
+    # float32 master weights; cfg.dtype is the compute dtype (trainable.py)
     model, tokenizer = load_model_and_tokenizer(
         cfg.model, ModelConfig(dtype=cfg.dtype), seed=cfg.seed, dtype="float32", field="--model"
     )
@@ -391,48 +416,34 @@ def train_sft(
     train, held = split_examples(examples, cfg.eval_fraction, cfg.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    layout = Config()
-    layout.model.dtype, layout.distributed.strategy = cfg.dtype, cfg.strategy
-    accelerator, par = build_accelerator(layout, cpu=not torch.cuda.is_available())
-    rank, world = accelerator.process_index, accelerator.num_processes
-    fsdp, deepspeed = par.strategy == "fsdp2", par.strategy == "deepspeed_zero2"
-    if on_eval is not None and world > 1:
+    accelerator, par = build_accelerator(cfg.strategy, cfg.dtype, cpu=not torch.cuda.is_available())
+    if on_eval is not None and accelerator.num_processes > 1:
         raise UserError(
             "on_eval (the toy build's accuracy curve) runs in one process only; launch without torchrun"
         )
-    upcast_master(model)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if fsdp:
-        shard_model(model, par, accelerator.device)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = int(cfg.warmup_ratio * total_steps)
-    scheduler = get_scheduler(
-        "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=total_steps,
+    trainable = Trainable(
+        model,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        lr_schedule=cfg.lr_schedule,
+        warmup_steps=int(cfg.warmup_ratio * total_steps),
+        total_steps=total_steps,
+        micro_batch_size=cfg.micro_batch_size,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        accelerator=accelerator,
+        parallelism=par,
+        label="sft",
     )
-    if deepspeed:  # the engine clips and steps; this loop marks the accumulation boundary itself
-        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds_config["gradient_clipping"] = float(cfg.max_grad_norm)
-        if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
-            ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
-    if not fsdp:  # FSDP2 shards in place above; DDP and DeepSpeed wrap the model here
-        model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
-    device = accelerator.device
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = trainable.unwrapped_model
     if accelerator.is_main_process:  # no silent fallback: the layout in use, on one line
         print(f"pasodoble sft train: {par.describe()}", file=sys.stderr, flush=True)
 
-    def heldout(m) -> float | None:
-        with par.autocast(device):
-            return heldout_loss(m, held, cfg, pad_id, device)
+    def heldout() -> float | None:
+        with trainable.autocast():
+            return heldout_loss(trainable.model, held, cfg, pad_id, trainable.device)
 
     fingerprint = _fingerprint(examples)
     step, epoch, position = 0, 0, 0
@@ -449,28 +460,12 @@ def train_sft(
                 f"--resume: {cfg.data} (or --max-length/--model) differs from the run in {out}; "
                 "resume with the same data and settings"
             )
-        if state.get("strategy", "none") != par.strategy and {state.get("strategy"), par.strategy} - {
-            "none",
-            "ddp",
-        }:
+        if not same_layout(state.get("strategy", "none"), par.strategy):
             raise UserError(
                 f"--resume: {out} was written with --strategy {state.get('strategy')} and this launch uses "
                 f"{par.strategy}; resume with the strategy it was written with"
             )
-        payload = torch.load(ckpt / "sft.pt", map_location="cpu", weights_only=True)
-        if fsdp:
-            from pasodoble.parallel import load_sharded_state
-
-            load_sharded_state(str(ckpt / "sft.dcp"), model, optimizer, has_optim=payload["optimizer_state"])
-        elif deepspeed:
-            from pasodoble.parallel import deepspeed_checkpoint_classes, weights_only_loads
-
-            with weights_only_loads(deepspeed_checkpoint_classes()):  # DeepSpeed's own torch.load calls
-                model.load_checkpoint(str(ckpt), tag="sft.deepspeed", load_lr_scheduler_states=False)
-        else:
-            unwrapped.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        trainable.load(ckpt, "sft")
         load_rng(ckpt)
         step, epoch, position = state["step"], state["epoch"], state["position"]
         eval_before = state["eval_loss_before"]
@@ -501,34 +496,17 @@ def train_sft(
         logger.log_metrics(record["step"], {k: v for k, v in record.items() if k != "step"})
 
     if eval_before is None:
-        eval_before = heldout(model)
+        eval_before = heldout()
         if on_eval is not None:
             history.append({"step": 0, "eval_loss": eval_before, **on_eval(unwrapped, tokenizer, 0)})
             log(history[-1])
 
     def save(at_step: int) -> None:
         """Every process: its share of the model and optimizer (sft.pt, sft.dcp/ or sft.deepspeed/)."""
-
-        def write(tmp: Path) -> None:
-            payload: dict[str, Any] = {"scheduler": scheduler.state_dict(), "strategy": par.strategy}
-            if fsdp:
-                from pasodoble.parallel import save_sharded_state
-
-                payload["optimizer_state"] = save_sharded_state(str(tmp / "sft.dcp"), model, optimizer)
-            elif deepspeed:
-                model.save_checkpoint(str(tmp), tag="sft.deepspeed", save_latest=False)
-            else:
-                payload["model"] = accelerator.get_state_dict(model)
-                payload["optimizer"] = optimizer.state_dict()
-            if accelerator.is_main_process:
-                with open(tmp / "sft.pt", "wb") as fh:
-                    torch.save(payload, fh)
-            accelerator.wait_for_everyone()
-
         save_collective(
             out,
             at_step,
-            write=write,
+            write=lambda tmp: trainable.save(tmp, "sft"),
             state=lambda: {
                 "step": at_step,
                 "epoch": epoch,
@@ -558,52 +536,16 @@ def train_sft(
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
         batch_examples = [train[int(i)] for i in order[position : position + cfg.batch_size]]
         position += len(batch_examples)
-        mine = batch_examples[rank::world]
-        local_tokens = sum(e.num_targets for e in mine)
-        tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=device), reduction="sum"))
-        micros = _micro_batches(mine, cfg, pad_id) if mine else []
-        # every process runs as many micro-batches as the busiest (zero-weight passes), so the sharded
-        # collectives of FSDP2 and DeepSpeed stay in step; the first filler is any example of the batch
-        n_micro = len(micros)
-        if world > 1:
-            n_micro = int(accelerator.reduce(torch.tensor(n_micro, device=device), reduction="max"))
-        filler = pad_batch(batch_examples[:1], pad_id)
-        loss_sum = 0.0
-        for j in range(n_micro):
-            micro, weight = (micros[j], 1.0) if j < len(micros) else (filler, 0.0)
-            last = j == n_micro - 1
-            if deepspeed:
-                model.set_gradient_accumulation_boundary(last)
-            # DDP all-reduces once per step; FSDP2 reduce-scatters every micro-batch (sharded gradients)
-            no_sync = world > 1 and not (last or fsdp or deepspeed)
-            with accelerator.no_sync(model) if no_sync else contextlib.nullcontext():
-                with par.autocast(device):
-                    loss, _ = _forward_loss(model, micro, device)
-                scaled = loss * (weight * world / max(tokens, 1))
-                model.backward(scaled) if deepspeed else accelerator.backward(scaled)
-            loss_sum += float(loss.detach()) * weight
-        if deepspeed:
-            model.step()  # clips at max_grad_norm, steps the optimizer, zeroes the gradients
-        else:
-            if cfg.max_grad_norm > 0:
-                if fsdp:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                else:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        last_loss = sft_step(trainable, batch_examples, cfg, pad_id)
         step += 1
-        global_loss = float(accelerator.reduce(torch.tensor(loss_sum, device=device), reduction="sum"))
-        last_loss = global_loss / max(tokens, 1)
         record: dict[str, Any] = {
             "step": step,
             "loss": last_loss,
-            "lr": scheduler.get_last_lr()[0],
+            "lr": trainable.lr,
             "epoch": epoch,
         }
         if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-            record["eval_loss"] = heldout(model)
+            record["eval_loss"] = heldout()
             if on_eval is not None:
                 record.update(on_eval(unwrapped, tokenizer, step))
         history.append(record)
@@ -614,7 +556,7 @@ def train_sft(
             save(step)
     bar.close()
 
-    eval_after = heldout(model)
+    eval_after = heldout()
     final: dict[str, Any] = {"eval_loss": eval_after}
     if on_eval is not None and history and history[-1]["step"] == step:
         final.update(on_eval(unwrapped, tokenizer, step))
@@ -639,10 +581,8 @@ def train_sft(
         else (history[-1].get("loss") if history else None),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    state = full_model_state(model, par, accelerator)  # a collective under FSDP2
+    trainable.save_pretrained(out, tokenizer)  # a collective under FSDP2
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(out, state_dict=state)
-        tokenizer.save_pretrained(out)
         (out / "sft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         with open(out / "metrics.jsonl", "w", encoding="utf-8") as fh:
             for rec in history:

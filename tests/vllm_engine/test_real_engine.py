@@ -14,7 +14,7 @@ pytest.importorskip("vllm", reason="the real-engine tests need vLLM: bash script
 import copy
 
 import pytest
-from vllm_servers import PYTHON, TOY, free_port
+from vllm_servers import PYTHON, TOY, engine_server_cmd, free_port
 
 from pasodoble.config import GRPOConfig, ModelConfig, RoleConfig, VLLMConfig
 from pasodoble.models import load_model_and_tokenizer
@@ -128,27 +128,8 @@ def test_served_engine_equals_transformers_before_and_after_a_push(start_server)
     """Our engine server (python -m pasodoble.rollout.vllm serve) on a free 127.0.0.1 port: the backend
     pushes its weights at step 0 (hash-checked) and after an update."""
     port = free_port()
-    server = start_server(
-        [
-            PYTHON,
-            "-m",
-            "pasodoble.rollout.vllm",
-            "serve",
-            "--model",
-            str(TOY / "base"),  # the engine starts from the base; the trainer pushes the Solver's weights
-            "--port",
-            str(port),
-            "--dtype",
-            "float32",
-            "--max-model-len",
-            "512",
-            "--gpu-memory-utilization",
-            "0.05",
-            "--kv-cache-gib",
-            "0.25",
-        ],
-        port,
-    )
+    # the engine starts from the base; the trainer pushes the Solver's weights
+    server = start_server(engine_server_cmd(TOY / "base", port), port)
     solver, tok = toy("solver_cold_start")
     cfg = VLLMConfig(mode="server", solver_url=server.url, connect_timeout_s=60, bucket_mb=1.0)
     backend = make_backend("vllm", solver, tok, role="solver", vllm_cfg=cfg, engine_dtype="float32")

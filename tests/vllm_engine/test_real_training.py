@@ -18,7 +18,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from vllm_servers import PYTHON, ROOT, TOY, Server, free_port
+from vllm_servers import PYTHON, ROOT, TOY, Server, engine_server_cmd, free_port
 
 OVERRIDES = [
     "rollout.backend=vllm",
@@ -69,30 +69,7 @@ def test_two_step_toy_runs_update_and_sample_alike_colocated_and_served(tmp_path
         urls = {}
         for role in ("proposer", "solver"):
             port = free_port()
-            servers.append(
-                Server(
-                    [
-                        PYTHON,
-                        "-m",
-                        "pasodoble.rollout.vllm",
-                        "serve",
-                        "--model",
-                        str(TOY / "base"),
-                        "--port",
-                        str(port),
-                        "--dtype",
-                        "float32",
-                        "--max-model-len",
-                        "512",
-                        "--gpu-memory-utilization",
-                        "0.05",
-                        "--kv-cache-gib",
-                        "0.25",
-                    ],
-                    port,
-                    tmp_path / f"{role}.log",
-                )
-            )
+            servers.append(Server(engine_server_cmd(TOY / "base", port), port, tmp_path / f"{role}.log"))
             urls[role] = servers[-1].url
         for server in servers:  # started together, waited for together
             server.wait()

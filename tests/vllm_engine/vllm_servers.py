@@ -62,3 +62,13 @@ class Server:
 
 
 PYTHON = sys.executable
+
+
+def engine_server_cmd(model_dir: Path, port: int) -> list[str]:
+    """Our engine server (python -m pasodoble.rollout.vllm serve) for a toy model on CPU, float32, with a
+    small KV cache."""
+    return [
+        PYTHON, "-m", "pasodoble.rollout.vllm", "serve", "--model", str(model_dir), "--port", str(port),
+        "--dtype", "float32", "--max-model-len", "512", "--gpu-memory-utilization", "0.05",
+        "--kv-cache-gib", "0.25",
+    ]  # fmt: skip

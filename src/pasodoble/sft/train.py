@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ import torch.nn.functional as F
 
 from pasodoble.errors import UserError
 from pasodoble.jsonl import read_jsonl
+
+if TYPE_CHECKING:
+    from pasodoble.trainable import Trainable
 
 IGNORE = -100
 ROLES = ("proposer", "solver")
@@ -344,7 +347,7 @@ def _validate(cfg: SFTConfig) -> None:
             raise UserError(message)
 
 
-def sft_step(trainable, examples: list[SFTExample], cfg: SFTConfig, pad_id: int) -> float:
+def sft_step(trainable: Trainable, examples: list[SFTExample], cfg: SFTConfig, pad_id: int) -> float:
     """One optimizer step on a step's ``examples`` (every process holds them all and trains on its share,
     ``rank::world``); returns the token-mean loss over the assistant tokens of the whole step."""
     acc, device = trainable.accelerator, trainable.device

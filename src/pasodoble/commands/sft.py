@@ -160,73 +160,10 @@ def _add_build_data(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
+    from pasodoble.commands.options import add_dataclass_options
     from pasodoble.sft.train import SFTConfig
 
-    d = SFTConfig()
-    p.add_argument("--role", required=True, choices=("proposer", "solver"), help="the role the data trains")
-    p.add_argument(
-        "--data", required=True, help="chat-format JSONL (build-data's proposer.jsonl or solver.jsonl)"
-    )
-    p.add_argument("--model", required=True, help="base model name or directory ('tiny' for smoke tests)")
-    p.add_argument(
-        "--out", required=True, help="output directory: HF model + tokenizer, checkpoints, summary"
-    )
-    p.add_argument(
-        "--epochs", type=float, default=d.epochs, help="passes over the data (default %(default)s)"
-    )
-    p.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per optimizer step")
-    p.add_argument(
-        "--micro-batch-size", type=int, default=d.micro_batch_size, help="examples per forward pass"
-    )
-    p.add_argument(
-        "--max-length", type=int, default=d.max_length, help="longer examples are dropped (tokens)"
-    )
-    p.add_argument("--packing", action="store_true", help="pack examples into rows (position-id resets)")
-    p.add_argument(
-        "--eval-fraction", type=float, default=d.eval_fraction, help="held-out share (default %(default)s)"
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="split and order seed")
-    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio, help="share of steps warming up")
-    p.add_argument(
-        "--lr-schedule", default=d.lr_schedule, choices=("cosine", "constant"), help="after warm-up"
-    )
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="clip; 0 disables")
-    p.add_argument(
-        "--dtype",
-        default=d.dtype,
-        choices=("float32", "bfloat16"),
-        help="compute dtype; master weights and AdamW state stay float32 (default %(default)s)",
-    )
-    p.add_argument(
-        "--strategy",
-        default=d.strategy,
-        choices=("fsdp2", "ddp", "deepspeed_zero2"),
-        help="under torchrun, how the model is spread over the processes, as in training's "
-        "distributed.strategy (default %(default)s)",
-    )
-    p.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more compute")
-    p.add_argument(
-        "--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints"
-    )
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between held-out evaluations")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--log-with",
-        type=_names,
-        default=[],
-        metavar="TRACKERS",
-        help="comma-separated experiment trackers fed every step (accelerate's: tensorboard, wandb, mlflow, "
-        "trackio, comet_ml, aim, clearml, dvclive, swanlab); metrics.jsonl is always written live",
-    )
-    p.add_argument("--project", default=d.project, help="project (experiment) name in the trackers")
-    p.add_argument("--run-name", default=None, help="run name in the trackers (default: the --out name)")
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
+    add_dataclass_options(p, SFTConfig)  # one option per SFTConfig field, its help written there
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,9 +206,9 @@ def run(args: argparse.Namespace) -> int:
         check_kept(card, args.min_kept)
         return 0
     if args.sft_command == "train":
+        from pasodoble.commands.options import dataclass_values
         from pasodoble.sft.train import SFTConfig, train_sft
 
-        values = {k: v for k, v in vars(args).items() if k in SFTConfig.__dataclass_fields__}
-        print(json.dumps(train_sft(SFTConfig(**values, progress=not args.no_progress))))
+        print(json.dumps(train_sft(SFTConfig(**dataclass_values(args, SFTConfig)))))
         return 0
     raise UserError("give a subcommand: pasodoble sft build-data ... or pasodoble sft train ...")

@@ -67,12 +67,28 @@ ROLES = ("proposer", "solver")
 
 @dataclass
 class SFTConfig:
-    """Settings of ``pasodoble sft train`` (each is a command-line option of the same name)."""
+    """Settings of ``pasodoble sft train``: each field is the command-line option of the same name
+    (``batch_size`` is ``--batch-size``), built from this class with its help text (commands/options.py)."""
 
-    role: str = field(default="solver", metadata={"help": "which role's data this is: proposer or solver"})
-    data: str = field(default="", metadata={"help": "chat-format JSONL file"})
-    model: str = field(default="tiny", metadata={"help": "base model name or directory ('tiny' for tests)"})
-    out: str = field(default="", metadata={"help": "output directory: HF model + tokenizer, checkpoints"})
+    role: str = field(
+        default="solver",
+        metadata={"help": "the role the data trains", "choices": ("proposer", "solver"), "required": True},
+    )
+    data: str = field(
+        default="",
+        metadata={
+            "help": "chat-format JSONL (build-data's proposer.jsonl or solver.jsonl)",
+            "required": True,
+        },
+    )
+    model: str = field(
+        default="tiny",
+        metadata={"help": "base model name or directory ('tiny' for smoke tests)", "required": True},
+    )
+    out: str = field(
+        default="",
+        metadata={"help": "output directory: HF model + tokenizer, checkpoints, summary", "required": True},
+    )
     epochs: float = field(
         default=2.0, metadata={"help": "passes over the training split (may be fractional)"}
     )
@@ -80,22 +96,33 @@ class SFTConfig:
     batch_size: int = field(default=32, metadata={"help": "examples per optimizer step"})
     micro_batch_size: int = field(default=4, metadata={"help": "examples (or packed rows) per forward pass"})
     max_length: int = field(default=4096, metadata={"help": "tokens per example (longer ones are dropped)"})
-    packing: bool = field(default=False, metadata={"help": "pack examples into rows with position resets"})
+    packing: bool = field(default=False, metadata={"help": "pack examples into rows (position-id resets)"})
     eval_fraction: float = field(default=0.05, metadata={"help": "held-out share of the examples"})
     seed: int = field(default=0, metadata={"help": "split, order and tiny-model seed"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps with linear warm-up"})
-    lr_schedule: str = field(default="cosine", metadata={"help": "cosine or constant after warm-up"})
+    lr_schedule: str = field(
+        default="cosine", metadata={"help": "after warm-up", "choices": ("cosine", "constant")}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 disables it"})
     dtype: str = field(
         default="float32",
-        metadata={"help": "compute dtype: float32 or bfloat16 (master weights and AdamW state stay float32)"},
+        metadata={
+            "help": "compute dtype; master weights and AdamW state stay float32",
+            "choices": ("float32", "bfloat16"),
+        },
     )
     strategy: str = field(
         default="fsdp2",
-        metadata={"help": "under torchrun: fsdp2, ddp or deepspeed_zero2 (one process trains unsharded)"},
+        metadata={
+            "help": "under torchrun, how the model is spread over the processes, as in training's "
+            "distributed.strategy (one process trains unsharded)",
+            "choices": ("fsdp2", "ddp", "deepspeed_zero2"),
+        },
     )
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations: less memory, more compute"}
+    )
     checkpoint_every: int = field(
         default=100, metadata={"help": "optimizer steps between checkpoints; 0 = end only"}
     )
@@ -103,17 +130,19 @@ class SFTConfig:
     eval_every: int = field(
         default=0, metadata={"help": "optimizer steps between held-out evaluations; 0 = end only"}
     )
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in out"})
-    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     log_with: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "experiment trackers (accelerate's: tensorboard, wandb, mlflow, ...), fed every step"
+            "help": "comma-separated experiment trackers fed every step (accelerate's: tensorboard, wandb, "
+            "mlflow, trackio, comet_ml, aim, clearml, dvclive, swanlab); metrics.jsonl is always written live",
+            "metavar": "TRACKERS",
         },
     )
     project: str = field(default="pasodoble", metadata={"help": "project (experiment) name in the trackers"})
     run_name: str | None = field(
-        default=None, metadata={"help": "run name in the trackers (default: out's name)"}
+        default=None, metadata={"help": "run name in the trackers (default: the --out name)"}
     )
 
 

@@ -161,22 +161,24 @@ def _write_atomic(path: Path, lines: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pasodoble.config import MAX_GRADER_TIMEOUT_S, GraderConfig
+    from pasodoble.config import GraderConfig
+    from pasodoble.errors import ConfigError
     from pasodoble.verify import Grader
 
     cfg = GraderConfig()
     if args.timeout is not None:
-        if not 0 < args.timeout <= MAX_GRADER_TIMEOUT_S:  # also refuses nan and inf
-            raise UserError(
-                f"--timeout must be in (0, {MAX_GRADER_TIMEOUT_S:.0f}] seconds; got {args.timeout}"
-            )
         cfg.timeout_s = args.timeout
     if args.workers is not None:
-        if args.workers < 0:
-            raise UserError(f"--workers must be >= 0; got {args.workers}")
         cfg.workers = args.workers
     if args.fallback is not None:
         cfg.fallback = list(args.fallback)
+    try:
+        cfg.check()  # the grader section's own ranges, named by this command's options
+    except ConfigError as exc:
+        message = str(exc)
+        for field, option in (("grader.timeout_s", "--timeout"), ("grader.workers", "--workers")):
+            message = message.replace(field, option)
+        raise UserError(message.replace("grader.fallback entries", "--fallback entries")) from None
 
     in_path, out_path = Path(args.input), Path(args.out)
     _check_not_input(in_path, out_path)

@@ -178,16 +178,16 @@ def results_markdown(
         "standard deviation over the seeds; the per-seed gains with their 95% intervals (paired bootstrap "
         "over problems) follow.",
         "",
-        "| variant | gain (points) | before % | after % | valid-question rate % | Solver pass rate % | "
+        "| variant | seeds | gain (points) | before % | after % | valid-question rate % | Solver pass rate % | "
         "label precision, trained % | Solver updates | worked share after % |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for v in VARIANTS:
         rs = [results[f"{v}-seed{s}"] for s in seeds if f"{v}-seed{s}" in results]
         if not rs:
             continue
         lines.append(
-            f"| {v} | **{_mean_sd([r['gain_points'] for r in rs])}** | "
+            f"| {v} | {len(rs)} | **{_mean_sd([r['gain_points'] for r in rs])}** | "
             f"{_mean_sd([_pct(r['accuracy_before']) for r in rs])} | "
             f"{_mean_sd([_pct(r['accuracy_after']) for r in rs])} | "
             f"{_mean_sd([_pct(r['valid_question_rate']) for r in rs])} | "

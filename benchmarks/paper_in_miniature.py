@@ -160,8 +160,9 @@ def _mean_sd(xs: list[float]) -> str:
     xs = [x for x in xs if x is not None]
     if not xs:
         return "-"
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.1f} ± {sd:.1f}"
+    if len(xs) == 1:
+        return f"{xs[0]:.1f}"  # one seed: no spread to show
+    return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
 
 
 def _pct(x: float | None) -> float | None:

@@ -209,7 +209,7 @@ def patched_loader(shape: str, device: str, *, held_dtype=None):
     original = train_mod.load_model_and_tokenizer
     upcast = trainable_mod.upcast_master
 
-    def load(name_or_path, model_cfg, *, seed=0, dtype=None, field=None):
+    def load(name_or_path, model_cfg, *, seed=0, dtype=None, field=None, progress=True):
         if dtype not in (None, "float32"):
             raise AssertionError(f"the trainer asked for {dtype} weights; its masters must be float32")
         return make_model(shape, device, seed=seed, dtype=held_dtype or torch.float32)

@@ -16,6 +16,7 @@ collective (it gathers FSDP2 shards): every process calls ``ensure`` at the same
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Hashable
 
 import torch
@@ -24,7 +25,7 @@ from pasodoble.rollout.base import device_time
 from pasodoble.weights import full_state_items
 
 
-class RoleSlot:
+class RoleSlot(ABC):
     """Which role's current weights a generator holds; subclasses write the load (``_load``).
 
     ``holds`` is that role (any hashable key: a role name, or a backend's own key), None when it holds
@@ -55,8 +56,9 @@ class RoleSlot:
         self.loads += 1
         return time.perf_counter() - started
 
+    @abstractmethod
     def _load(self, role: Hashable, model: torch.nn.Module) -> None:
-        raise NotImplementedError
+        """Load ``role``'s current weights from ``model`` into the generator."""
 
 
 class ModelReplica(RoleSlot):

@@ -64,9 +64,8 @@ def get_task(name: str) -> Task:
         from pasodoble.tasks.qa import QATask
 
         return QATask()
-    from pasodoble.plugins import load_object
-
     from pasodoble.config import ConfigError
+    from pasodoble.plugins import load_object
 
     obj = load_object(name, "task.name")
     task = obj

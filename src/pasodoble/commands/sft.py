@@ -23,140 +23,10 @@ import sys
 
 
 def _add_build_data(p: argparse.ArgumentParser) -> None:
+    from pasodoble.commands.options import add_dataclass_options
     from pasodoble.sft.build_data import BuildDataConfig
 
-    d = BuildDataConfig()
-    p.add_argument(
-        "--teacher",
-        required=True,
-        help="teacher: a local model name/directory ('tiny' for smoke tests) or an OpenAI-compatible "
-        "chat-completions base URL (http(s)://host/v1)",
-    )
-    p.add_argument(
-        "--config",
-        default=None,
-        metavar="TRAIN.yaml|RUN_DIR",
-        help="training config (or run directory) whose prompts (proposer.prompt, solver.prompt), "
-        "rollout.open_thinking, per-role temperature and max_new_tokens, knowledge section and "
-        "rewards.leak_check the teacher gets, as the RL rollouts will; explicit options win",
-    )
-    p.add_argument(
-        "--proposer-prompt-file",
-        default=None,
-        metavar="FILE",
-        help="UTF-8 file holding the Proposer prompt template (with {snippet}); over --config's",
-    )
-    p.add_argument(
-        "--solver-prompt-file",
-        default=None,
-        metavar="FILE",
-        help="UTF-8 file holding the Solver prompt template (with {problem}); over --config's",
-    )
-    p.add_argument(
-        "--knowledge",
-        default=None,
-        help="knowledge source, as knowledge.source: a .jsonl/.parquet/.txt file or directory, a datasets "
-        "name, 'tiny' or 'toy' (default: --config's knowledge.source, else tiny); "
-        "`pasodoble knowledge sample` writes a local sample of any source",
-    )
-    p.add_argument("--size", type=int, required=True, help="Proposer examples (kept problems) to build")
-    p.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
-    p.add_argument(
-        "--min-kept",
-        type=int,
-        default=d.min_kept,
-        help="exit non-zero, naming the drop reasons, when fewer problems are kept (default %(default)s)",
-    )
-    p.add_argument(
-        "--teacher-model", default=None, help="model name at the endpoint (default: first of /models)"
-    )
-    p.add_argument(
-        "--api-key-env",
-        default=None,
-        metavar="VAR",
-        help="environment variable holding the endpoint's API key (default: OPENAI_API_KEY if set, else none)",
-    )
-    p.add_argument(
-        "--checker",
-        default=None,
-        help="independent checker model or URL that must reach the proposed answer (default: the teacher "
-        "prompted as Solver)",
-    )
-    p.add_argument("--checker-model", default=None, help="model name at the checker endpoint")
-    p.add_argument(
-        "--checker-api-key-env", default=None, metavar="VAR", help="API-key variable of the checker"
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=d.concurrency,
-        help="endpoint requests in flight (default %(default)s)",
-    )
-    p.add_argument(
-        "--timeout", type=float, default=d.timeout, help="seconds per HTTP request (default %(default)s)"
-    )
-    p.add_argument(
-        "--max-retries", type=int, default=d.max_retries, help="retries per request (default %(default)s)"
-    )
-    p.add_argument(
-        "--backoff", type=float, default=d.backoff, help="first retry delay in seconds, doubled per retry"
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="teacher sampling temperature (default: --config's per role, else 0.6)",
-    )
-    p.add_argument(
-        "--max-tokens",
-        type=int,
-        default=None,
-        help="generation cap per response in tokens (default: --config's max_new_tokens per role, else 4096)",
-    )
-    p.add_argument(
-        "--check-samples",
-        type=int,
-        default=d.check_samples,
-        help="checker answers per problem; half must agree",
-    )
-    p.add_argument(
-        "--solver-samples", type=int, default=d.solver_samples, help="teacher Solver answers per kept problem"
-    )
-    p.add_argument(
-        "--max-requests", type=int, default=None, help="Proposer request budget (default 4 x --size)"
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="snippet sampling seed")
-    p.add_argument(
-        "--text-field",
-        default=None,
-        help="knowledge record field holding the text (default: --config's, else text)",
-    )
-    p.add_argument(
-        "--max-snippet-tokens",
-        type=int,
-        default=None,
-        help="snippet cap, in tokens (default: --config's, else 512)",
-    )
-    p.add_argument(
-        "--tokenizer",
-        default=None,
-        help="tokenizer that measures the snippet cap (the student's; default: --config's Proposer model when "
-        "it is a local directory, else the local teacher's, or 4 chars per token for endpoints)",
-    )
-    p.add_argument(
-        "--leak-check",
-        default=None,
-        choices=("token", "substring", "off"),
-        help="answer-leak rule (default: --config's rewards.leak_check, else token)",
-    )
-    p.add_argument(
-        "--generation-batch-size", type=int, default=d.generation_batch_size, help="local teacher batch"
-    )
-    p.add_argument(
-        "--dtype", default=d.dtype, choices=("float32", "bfloat16", "float16"), help="local teacher dtype"
-    )
-    p.add_argument("--grader-workers", type=int, default=d.grader_workers, help="answer-grader processes")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_dataclass_options(p, BuildDataConfig, exclude=("extra",))  # help written once, in the dataclass
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -191,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
         check_writable(Path(args.out).expanduser(), "--out")
 
     if args.sft_command == "build-data":
+        from pasodoble.commands.options import dataclass_values
         from pasodoble.sft.build_data import BuildDataConfig, build_data, check_kept, dropped, dropped_report
 
-        values = {k: v for k, v in vars(args).items() if k in BuildDataConfig.__dataclass_fields__}
-        card = build_data(BuildDataConfig(**values, progress=not args.no_progress))
+        card = build_data(BuildDataConfig(**dataclass_values(args, BuildDataConfig)))
         summary = {k: card[k] for k in ("files", "proposer", "solver", "usage")}
         print(
             json.dumps(

@@ -53,43 +53,136 @@ EMPTY_REPLY = "empty_reply"
 
 @dataclass
 class BuildDataConfig:
-    """Settings of ``pasodoble sft build-data`` (command-line options of the same names).
+    """Settings of ``pasodoble sft build-data``: each field is the command-line option of the same name
+    (``min_kept`` is ``--min-kept``), built from this class with its help text (commands/options.py).
 
     ``None`` for ``knowledge``, ``temperature``, ``max_tokens``, ``text_field``, ``max_snippet_tokens`` and
     ``leak_check`` means: the value of ``config`` when one is given, else the default in ``DEFAULTS``.
     """
 
-    teacher: str = ""
-    knowledge: str | None = None
-    size: int = 100
-    out: str = ""
-    config: str | None = None
-    proposer_prompt_file: str | None = None
-    solver_prompt_file: str | None = None
-    min_kept: int = 1
-    teacher_model: str | None = None
-    api_key_env: str | None = None
-    checker: str | None = None
-    checker_model: str | None = None
-    checker_api_key_env: str | None = None
-    concurrency: int = 8
-    timeout: float = 600.0
-    max_retries: int = 6
-    backoff: float = 1.0
-    temperature: float | None = None
-    max_tokens: int | None = None
-    check_samples: int = 1
-    solver_samples: int = 2
-    max_requests: int | None = None
-    seed: int = 0
-    text_field: str | None = None
-    max_snippet_tokens: int | None = None
-    tokenizer: str | None = None
-    leak_check: str | None = None
-    generation_batch_size: int = 16
-    dtype: str = "float32"
-    grader_workers: int = 2
-    progress: bool = True
+    teacher: str = field(
+        default="",
+        metadata={
+            "help": "teacher: a local model name/directory ('tiny' for smoke tests) or an OpenAI-compatible "
+            "chat-completions base URL (http(s)://host/v1)",
+            "required": True,
+        },
+    )
+    config: str | None = field(
+        default=None,
+        metadata={
+            "help": "training config (or run directory) whose prompts (proposer.prompt, solver.prompt), "
+            "rollout.open_thinking, per-role temperature and max_new_tokens, knowledge section and "
+            "rewards.leak_check the teacher gets, as the RL rollouts will; explicit options win",
+            "metavar": "TRAIN.yaml|RUN_DIR",
+        },
+    )
+    proposer_prompt_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "UTF-8 file holding the Proposer prompt template (with {snippet}); over --config's",
+            "metavar": "FILE",
+        },
+    )
+    solver_prompt_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "UTF-8 file holding the Solver prompt template (with {problem}); over --config's",
+            "metavar": "FILE",
+        },
+    )
+    knowledge: str | None = field(
+        default=None,
+        metadata={
+            "help": "knowledge source, as knowledge.source: a .jsonl/.parquet/.txt file or directory, a "
+            "datasets name, 'tiny' or 'toy' (default: --config's knowledge.source, else tiny); "
+            "`pasodoble knowledge sample` writes a local sample of any source"
+        },
+    )
+    size: int = field(
+        default=100, metadata={"help": "Proposer examples (kept problems) to build", "required": True}
+    )
+    out: str = field(
+        default="",
+        metadata={"help": "output directory (rerun the same command to resume)", "required": True},
+    )
+    min_kept: int = field(
+        default=1,
+        metadata={"help": "exit non-zero, naming the drop reasons, when fewer problems are kept"},
+    )
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "model name at the endpoint (default: first of /models)"}
+    )
+    api_key_env: str | None = field(
+        default=None,
+        metadata={
+            "help": "environment variable holding the endpoint's API key (default: OPENAI_API_KEY if "
+            "set, else none)",
+            "metavar": "VAR",
+        },
+    )
+    checker: str | None = field(
+        default=None,
+        metadata={
+            "help": "independent checker model or URL that must reach the proposed answer (default: the "
+            "teacher prompted as Solver)"
+        },
+    )
+    checker_model: str | None = field(default=None, metadata={"help": "model name at the checker endpoint"})
+    checker_api_key_env: str | None = field(
+        default=None, metadata={"help": "API-key variable of the checker", "metavar": "VAR"}
+    )
+    concurrency: int = field(default=8, metadata={"help": "endpoint requests in flight"})
+    timeout: float = field(default=600.0, metadata={"help": "seconds per HTTP request"})
+    max_retries: int = field(default=6, metadata={"help": "retries per request"})
+    backoff: float = field(default=1.0, metadata={"help": "first retry delay in seconds, doubled per retry"})
+    temperature: float | None = field(
+        default=None,
+        metadata={"help": "teacher sampling temperature (default: --config's per role, else 0.6)"},
+    )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "generation cap per response in tokens (default: --config's max_new_tokens per role, "
+            "else 4096)"
+        },
+    )
+    check_samples: int = field(default=1, metadata={"help": "checker answers per problem; half must agree"})
+    solver_samples: int = field(default=2, metadata={"help": "teacher Solver answers per kept problem"})
+    max_requests: int | None = field(
+        default=None, metadata={"help": "Proposer request budget (default 4 x --size)"}
+    )
+    seed: int = field(default=0, metadata={"help": "snippet sampling seed"})
+    text_field: str | None = field(
+        default=None,
+        metadata={"help": "knowledge record field holding the text (default: --config's, else text)"},
+    )
+    max_snippet_tokens: int | None = field(
+        default=None, metadata={"help": "snippet cap, in tokens (default: --config's, else 512)"}
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "tokenizer that measures the snippet cap (the student's; default: --config's Proposer "
+            "model when it is a local directory, else the local teacher's, or 4 chars per token for "
+            "endpoints)"
+        },
+    )
+    leak_check: str | None = field(
+        default=None,
+        metadata={
+            "help": "answer-leak rule (default: --config's rewards.leak_check, else token)",
+            "choices": ("token", "substring", "off"),
+        },
+    )
+    generation_batch_size: int = field(default=16, metadata={"help": "local teacher batch"})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "local teacher dtype", "choices": ("float32", "bfloat16", "float16")},
+    )
+    grader_workers: int = field(default=2, metadata={"help": "answer-grader processes"})
+    progress: bool = field(default=True, metadata={"help": "no progress bars"})
+    # not an option: extra settings recorded in the data card by library callers
     extra: dict[str, Any] = field(default_factory=dict)
 
 

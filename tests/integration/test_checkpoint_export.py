@@ -1,7 +1,7 @@
 """Every training checkpoint is usable: `pasodoble eval --model RUN/checkpoints/step_N --role R` and
 `pasodoble export CKPT --role R --out DIR`, for the single-process, FSDP2 and DeepSpeed layouts.
 
-The runs are tiny dual-play runs with the scripted backend (``run_scripted.py``: 4 online steps, a
+The runs are tiny dual-play runs with the scripted backend (``workers/run_scripted.py``: 4 online steps, a
 checkpoint every 2, so ``step_00000002`` is an intermediate checkpoint and ``step_00000004`` the last,
 whose weights are those of ``R_final``). Exported weights are compared bit for bit with what the
 checkpoint holds, read another way: ``R.pt``'s ``"model"``; DCP's own ``dcp_to_torch_save`` for FSDP2;
@@ -27,8 +27,8 @@ from safetensors.torch import load_file
 from pasodoble.checkpoint import save_checkpoint, sha256_file
 from pasodoble.cli import main
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "run_scripted.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = "tests.integration.workers.run_scripted"  # run with -m from ROOT
 ENV = {
     **os.environ,
     "HF_HUB_OFFLINE": "1",
@@ -46,13 +46,13 @@ def _free_port() -> int:
 
 
 def _make_run(out: Path, steps: int, every: int, *overrides: str, processes: int = 1) -> Path:
-    args = [str(SCRIPT), str(out), "online", str(steps), str(every), *overrides]
+    args = ["-m", SCRIPT, str(out), "online", str(steps), str(every), *overrides]
     if processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
         args = [*launcher, "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args]
     else:
         args = [sys.executable, *args]
-    proc = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
+    proc = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out
 
@@ -239,7 +239,7 @@ def test_bad_checkpoints_give_one_line_errors(single_run, tmp_path, capsys):
 def test_a_deepspeed_checkpoint_without_deepspeed_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
-    shutil.copy(HERE.parents[1] / "configs" / "tiny.yaml", run / "config.yaml")
+    shutil.copy(ROOT / "configs" / "tiny.yaml", run / "config.yaml")
     payload = {"format": 2, "layout": "deepspeed_zero2", "role": "solver", "step": 1, "scheduler": {}}
     ckpt = save_checkpoint(run, 1, tensors={"solver": payload}, state={}, keep=1)
     real = importlib.util.find_spec

@@ -1,6 +1,6 @@
 """Data parallelism on CPU: ``torchrun --nproc_per_node 2`` == one process over the same global batch.
 
-Both runs execute ``ddp_worker.py`` (3 GRPO steps of the tiny task, dapo loss, so the token
+Both runs execute ``workers/ddp_worker.py`` (3 GRPO steps of the tiny task, dapo loss, so the token
 normalizer must be the global one). The single process accumulates 24 sequences in micro-batches of
 5; each of the two ranks takes 12 in micro-batches of 4. Parameters, loss and gradient norm must agree.
 With two optimizer steps per batch, the second step is importance-weighted against old log-probs
@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-WORKER = Path(__file__).with_name("ddp_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = "tests.integration.workers.ddp_worker"  # run with -m from ROOT
 
 
 def _free_port() -> int:
@@ -29,7 +30,7 @@ def _free_port() -> int:
 
 def _run(cmd: list[str]) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
@@ -38,12 +39,12 @@ def _run(cmd: list[str]) -> None:
 def test_two_process_ddp_matches_single_process(tmp_path, steps_per_batch):
     single, dp = tmp_path / "single.pt", tmp_path / "dp.pt"
     args = ["--steps", "3", "--loss-type", "dapo", "--steps-per-batch", str(steps_per_batch)]
-    _run([sys.executable, str(WORKER), str(single), "--micro-batch-size", "5", *args])
+    _run([sys.executable, "-m", WORKER, str(single), "--micro-batch-size", "5", *args])
     _run(
         [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-            str(WORKER), str(dp), "--micro-batch-size", "4", *args,
+            "-m", WORKER, str(dp), "--micro-batch-size", "4", *args,
         ]
     )  # fmt: skip
     a, b = torch.load(single), torch.load(dp)

@@ -1,6 +1,6 @@
 """DeepSpeed ZeRO-2 on CPU: ``torchrun --nproc_per_node 2`` learner updates == the plain single-process Learner.
 
-Both runs execute ``strategy_worker.py``: three GRPO updates of the tiny float32 model on fixed
+Both runs execute ``workers/strategy_worker.py``: three GRPO updates of the tiny float32 model on fixed
 batches of 24 ``TrainSample``s (dapo loss, so the token normalizer must be global; clipping at 1.0 is
 active, the gradient norms are 1.2-2.6). The plain run accumulates micro-batches of 5 in one process;
 under DeepSpeed each rank takes 12 samples in micro-batches of 4 and the ZeRO-2 engine, built by
@@ -40,7 +40,8 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed"),
 ]
 
-WORKER = Path(__file__).with_name("strategy_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = "tests.integration.workers.strategy_worker"  # run with -m from ROOT
 
 
 def _free_port() -> int:
@@ -57,7 +58,7 @@ def _run(cmd: list[str]) -> None:
         "DS_ACCELERATOR": "cpu",
         "CUDA_VISIBLE_DEVICES": "",
     }
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
 
 
@@ -74,13 +75,13 @@ def test_deepspeed_zero2_matches_plain_learner(tmp_path, steps_per_batch, warmup
         "--max-grad-norm", "1.0", "--steps-per-batch", str(steps_per_batch),
         "--warmup-steps", str(warmup_steps),
     ]  # fmt: skip
-    _run([sys.executable, str(WORKER), str(plain), "--strategy", "none", "--micro-batch-size", "5", *args])
+    _run([sys.executable, "-m", WORKER, str(plain), "--strategy", "none", "--micro-batch-size", "5", *args])
     resume = [] if resume_at is None else ["--resume-at", str(resume_at)]
     _run(
         [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-            str(WORKER), str(ds), "--strategy", "deepspeed_zero2", "--micro-batch-size", "4", *args, *resume,
+            "-m", WORKER, str(ds), "--strategy", "deepspeed_zero2", "--micro-batch-size", "4", *args, *resume,
         ]
     )  # fmt: skip
     a, b = torch.load(plain), torch.load(ds)

@@ -13,14 +13,12 @@ import torch
 from safetensors.torch import load_file
 
 from pasodoble.config import load_config
+from pasodoble.testing.scripted import scripted_factory
 from pasodoble.train import run_training
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scripted import scripted_factory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
-SCRIPT = Path(__file__).resolve().parent / "run_scripted.py"
+SCRIPT = "tests.integration.workers.run_scripted"  # run with -m from ROOT
 
 
 def _lines(path: Path) -> list[dict]:
@@ -86,11 +84,12 @@ def test_offline_cycle_fills_and_uses_the_buffer(tmp_path):
 def _run(out: Path, mode: str, steps: int, every: int, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), mode, str(steps), str(every), *extra],
+        [sys.executable, "-m", SCRIPT, str(out), mode, str(steps), str(every), *extra],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
+        cwd=ROOT,
     )
 
 

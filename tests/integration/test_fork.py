@@ -30,7 +30,6 @@ from pasodoble.fork import ForkSource, check_layout, open_fork
 from pasodoble.train import Trainer, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 TOY_CFG = ROOT / "configs" / "toy.yaml"
 TINY_CFG = ROOT / "configs" / "tiny.yaml"
 TOY = ROOT / "src" / "pasodoble" / "assets" / "toy"
@@ -206,10 +205,10 @@ def test_a_layout_the_optimizer_state_cannot_load_into_is_refused(run_a):
 
 
 def _scripted_run(out: Path, *overrides: str, processes: int = 1) -> Path:
-    """2 online steps of the tiny config with the scripted backend (run_scripted.py), a checkpoint after each."""
+    """2 online steps of the tiny config with the scripted backend (workers/run_scripted.py), a checkpoint after each."""
     import socket
 
-    args = [str(HERE / "run_scripted.py"), str(out), "online", "2", "1", *overrides]
+    args = ["-m", "tests.integration.workers.run_scripted", str(out), "online", "2", "1", *overrides]
     if processes > 1:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

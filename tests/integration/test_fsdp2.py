@@ -3,11 +3,11 @@
 The learner applies torch's ``fully_shard`` itself (``parallel.shard_model``), so these CPU runs exercise
 the code that runs on GPUs. Three checks:
 
-- ``strategy_worker.py`` (learner level): the parameters are DTensors, activation checkpointing is
+- ``workers/strategy_worker.py`` (learner level): the parameters are DTensors, activation checkpointing is
   applied once (the transformers flag, no FSDP checkpoint wrapper), the sharded checkpoint round-trips
   through ``Learner.save``/``load`` mid-run, and after 3 updates the parameters equal the plain
   one-process learner's within 5e-5 (summation-order noise; a wiring error moves them by ~lr = 1e-3).
-- ``run_scripted.py`` under torchrun (trainer level): a run killed after a checkpoint and resumed ends
+- ``workers/run_scripted.py`` under torchrun (trainer level): a run killed after a checkpoint and resumed ends
   with bitwise the weights, rollouts and metrics of an uninterrupted run.
 - ``pasodoble train`` under torchrun with the transformers backend: generation goes through one
   unsharded replica per process (decode loops of different lengths never run through sharded modules),
@@ -27,8 +27,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = "tests.integration.workers"  # run with -m from ROOT
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 pytestmark = pytest.mark.slow
@@ -52,12 +52,12 @@ def _run(cmd: list[str], *, ok: bool = True) -> subprocess.CompletedProcess:
 
 
 def test_fsdp2_learner_shards_matches_one_process_and_resumes(tmp_path):
-    worker = str(HERE / "strategy_worker.py")
+    worker = f"{WORKERS}.strategy_worker"
     args = ["--updates", "3", "--batch-size", "24", "--loss-type", "dapo", "--lr", "1e-3"]
-    _run([sys.executable, worker, str(tmp_path / "plain.pt"), "--micro-batch-size", "5", *args])
+    _run([sys.executable, "-m", worker, str(tmp_path / "plain.pt"), "--micro-batch-size", "5", *args])
     _run(
         _torchrun(
-            worker, str(tmp_path / "fsdp.pt"), "--strategy", "fsdp2", "--micro-batch-size", "4",
+            "-m", worker, str(tmp_path / "fsdp.pt"), "--strategy", "fsdp2", "--micro-batch-size", "4",
             "--resume-at", "2", "--gradient-checkpointing", *args,
         )
     )  # fmt: skip
@@ -86,12 +86,12 @@ def _lines(path: Path) -> list[dict]:
 
 
 def test_fsdp2_training_killed_and_resumed_is_bitwise_identical(tmp_path):
-    script = str(HERE / "run_scripted.py")
+    script = f"{WORKERS}.run_scripted"
     extra = ["distributed.strategy=fsdp2", "run.device=cpu"]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    _run(_torchrun(script, str(full), "online", "4", "2", *extra))
+    _run(_torchrun("-m", script, str(full), "online", "4", "2", *extra))
     crashed = _run(
-        _torchrun(script, str(killed), "online", "4", "2", "--kill-at-step", "3", *extra), ok=False
+        _torchrun("-m", script, str(killed), "online", "4", "2", "--kill-at-step", "3", *extra), ok=False
     )
     assert crashed.returncode != 0
     ckpt = killed / "checkpoints" / "step_00000002"
@@ -104,7 +104,7 @@ def test_fsdp2_training_killed_and_resumed_is_bitwise_identical(tmp_path):
         "strategy": "fsdp2",
         "processes": 2,
     }
-    _run(_torchrun(script, str(killed), "online", "4", "2", "--resume"))
+    _run(_torchrun("-m", script, str(killed), "online", "4", "2", "--resume"))
     metrics = _lines(full / "metrics.jsonl")
     assert metrics[-1]["step/updates"] >= 2  # the run trained
     for role in ("proposer", "solver"):

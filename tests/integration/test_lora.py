@@ -25,7 +25,6 @@ from pasodoble.testing.tiny import build_tiny_model, build_tiny_tokenizer, tiny_
 from pasodoble.weights import full_state_items
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 TOY = ROOT / "src" / "pasodoble" / "assets" / "toy"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 LORA = LoRAConfig(roles=["solver"], rank=4, alpha=8.0)
@@ -210,7 +209,8 @@ def test_sharded_layouts_refuse_lora_naming_the_fix():
 
 
 def _run(out: Path, steps: int, every: int, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(HERE / "run_scripted.py"), str(out), "online", str(steps), str(every), *extra]
+    worker = "tests.integration.workers.run_scripted"  # run with -m from ROOT
+    cmd = [sys.executable, "-m", worker, str(out), "online", str(steps), str(every), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
 
 
@@ -286,12 +286,12 @@ def test_lora_under_ddp_equals_one_process(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    worker = str(HERE / "lora_ddp_worker.py")
+    worker = "tests.integration.workers.lora_ddp_worker"  # run with -m from ROOT
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     runs = [
-        [sys.executable, worker, str(one)],
+        [sys.executable, "-m", worker, str(one)],
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), worker, str(two)],
+         "--master_port", str(port), "-m", worker, str(two)],
     ]  # fmt: skip
     for cmd in runs:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)

@@ -8,7 +8,6 @@ moves must be that of a float32 run.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,9 @@ from pasodoble.config import GRPOConfig, ModelConfig, RoleConfig, load_config
 from pasodoble.learner import Learner, TrainSample
 from pasodoble.models import load_model_and_tokenizer
 from pasodoble.parallel import Parallelism
+from pasodoble.testing.scripted import scripted_factory
 from pasodoble.testing.tiny import build_tiny_model, tiny_task_prompts
 from pasodoble.train import run_training
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scripted import scripted_factory  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 

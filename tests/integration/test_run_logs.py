@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from pasodoble.config import load_config
+from pasodoble.testing.scripted import scripted_factory
 from pasodoble.train import run_training
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scripted import scripted_factory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"

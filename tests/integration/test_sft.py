@@ -1,7 +1,7 @@
 """`pasodoble sft build-data` end to end against a real local chat-completions endpoint.
 
-The endpoint is ``chat_server.ChatServer`` (http.server on 127.0.0.1, the OpenAI wire format) with a
-deterministic scripted responder (not a model: it is instant and lets the test plant invalid
+The endpoint is ``tests.fakes.chat_server.ChatServer`` (http.server on 127.0.0.1, the OpenAI wire format)
+with a deterministic scripted responder (not a model: it is instant and lets the test plant invalid
 proposals and wrong answers whose rejection counts must show up in the data card).
 """
 
@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from chat_server import ChatServer  # noqa: E402
-
-from pasodoble.cli import main  # noqa: E402
+from pasodoble.cli import main
 from pasodoble.extract import last_boxed
 from pasodoble.parse import parse_proposal
 from pasodoble.prompts import PROPOSER, SOLVER, user_message
 from pasodoble.rewards import question_validity
+from tests.fakes.chat_server import ChatServer
 
 FAST = ["--grader-workers", "0", "--no-progress", "--backoff", "0.01"]
 

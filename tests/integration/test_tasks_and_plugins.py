@@ -91,7 +91,8 @@ def test_reward_and_callback_plugins_are_used_by_a_run(tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable,
-        str(ROOT / "tests" / "integration" / "run_scripted.py"),
+        "-m",
+        "tests.integration.workers.run_scripted",
         str(out),
         "online",
         "2",

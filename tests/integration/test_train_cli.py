@@ -16,7 +16,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
-HERE = Path(__file__).resolve().parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -98,11 +97,12 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_a_signal_finishes_the_step_checkpoints_and_exits_0(tmp_path, signum):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "run_scripted.py"), str(out), "online", "200", "0"],
+        [sys.executable, "-m", "tests.integration.workers.run_scripted", str(out), "online", "200", "0"],
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=ROOT,
     )
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 240
@@ -134,11 +134,12 @@ def test_two_process_dual_play_ranks_agree(tmp_path):
         "2",
         "--master_port",
         str(_free_port()),
-        str(HERE / "ddp_dual_play.py"),
+        "-m",
+        "tests.integration.workers.ddp_dual_play",
         str(tmp_path),
         "5",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from pasodoble.rollout.vllm import make_server
+from tests.fakes.engine import FakeEngine
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_vllm_backend import FakeEngine  # noqa: E402
-
-WORKER = Path(__file__).with_name("vllm_gather_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = "tests.integration.workers.vllm_gather_worker"  # run with -m from ROOT
 
 
 def _free_port() -> int:
@@ -37,11 +36,11 @@ def test_one_request_per_round_from_the_main_process(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        str(WORKER), url, str(tmp_path),
+        "-m", WORKER, url, str(tmp_path),
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     finally:
         srv.shutdown()
         srv.server_close()

@@ -9,8 +9,9 @@ import pytest
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Start a server process (see ``vllm_servers.Server``), wait for /health; stopped at teardown."""
-    from vllm_servers import Server
+    """Start a server process (``tests.vllm_engine.vllm_servers.Server``), wait for /health; stopped at
+    teardown."""
+    from tests.vllm_engine.vllm_servers import Server
 
     started = []
 

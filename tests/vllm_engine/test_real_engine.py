@@ -14,7 +14,6 @@ pytest.importorskip("vllm", reason="the real-engine tests need vLLM: bash script
 import copy
 
 import pytest
-from vllm_servers import PYTHON, TOY, engine_server_cmd, free_port
 
 from pasodoble.config import GRPOConfig, ModelConfig, RoleConfig, VLLMConfig
 from pasodoble.models import load_model_and_tokenizer
@@ -23,6 +22,7 @@ from pasodoble.rollout import make_backend
 from pasodoble.rollout.base import SamplingParams
 from pasodoble.rollout.hf import HFBackend
 from pasodoble.toy.family import sample_problems
+from tests.vllm_engine.vllm_servers import PYTHON, TOY, engine_server_cmd, free_port
 
 GREEDY = SamplingParams(n=1, temperature=1.0, top_k=1, max_new_tokens=48, seed=0)
 

@@ -18,7 +18,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from vllm_servers import PYTHON, ROOT, TOY, Server, engine_server_cmd, free_port
+from tests.vllm_engine.vllm_servers import PYTHON, ROOT, TOY, Server, engine_server_cmd, free_port
 
 OVERRIDES = [
     "rollout.backend=vllm",

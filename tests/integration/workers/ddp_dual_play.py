@@ -1,6 +1,6 @@
 """torchrun worker: tiny online dual-play on 2 processes; each rank dumps what it decided per step.
 
-torchrun --nproc_per_node 2 ddp_dual_play.py OUT_DIR STEPS
+torchrun --nproc_per_node 2 -m tests.integration.workers.ddp_dual_play OUT_DIR STEPS
 """
 
 from __future__ import annotations
@@ -9,16 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pasodoble import distributed as dist
+from pasodoble.config import load_config
+from pasodoble.dual_play import DualPlay
+from pasodoble.testing.scripted import scripted_factory
+from pasodoble.train import run_training
 
-from scripted import scripted_factory  # noqa: E402
-
-from pasodoble import distributed as dist  # noqa: E402
-from pasodoble.config import load_config  # noqa: E402
-from pasodoble.dual_play import DualPlay  # noqa: E402
-from pasodoble.train import run_training  # noqa: E402
-
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "tiny.yaml"
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """One training process of ``test_vllm_gather.py`` (run under torchrun, gloo): a server-mode
 ``VLLMBackend`` whose ranks generate their own prompts through one request per round.
 
-Usage: ``torchrun --nproc_per_node 2 vllm_gather_worker.py URL OUT_DIR``. Writes ``rank<R>.json``.
+Usage: ``torchrun --nproc_per_node 2 -m tests.integration.workers.vllm_gather_worker URL OUT_DIR``.
+Writes ``rank<R>.json``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402

@@ -10,8 +10,8 @@ fixed seeds and trains on ``learner.shard(batch)``.
 differently initialized model, loads the saved state and carries on: the final parameters must be
 bitwise those of a run without the interruption. ``--gradient-checkpointing`` turns activation
 checkpointing on. The output holds the final float32 parameters (gathered), the initial ones, the
-metrics of every update, the layout, and facts about the sharded model. Usage:
-``strategy_worker.py OUT.pt --strategy fsdp2 --updates 3 --micro-batch-size 4``.
+metrics of every update, the layout, and facts about the sharded model. Usage: ``python -m
+tests.integration.workers.strategy_worker OUT.pt --strategy fsdp2 --updates 3 --micro-batch-size 4``.
 """
 
 from __future__ import annotations

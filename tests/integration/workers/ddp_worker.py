@@ -7,7 +7,7 @@ sensitive to the gradient's scale) must agree to float rounding. The default dty
 gradient's running RMS, which turns float32 rounding noise in gradients that nearly cancel (GRPO
 advantages sum to zero per group) into parameter differences of ~lr * 1e-2; in float64 that noise is
 ~1e-16 and the check isolates the accumulation and all-reduce semantics. Usage:
-``ddp_worker.py OUT.pt --steps 3 --micro-batch-size 4 --loss-type dapo``.
+``python -m tests.integration.workers.ddp_worker OUT.pt --steps 3 --micro-batch-size 4 --loss-type dapo``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Run tiny dual-play with the scripted backend; optionally SIGKILL itself when a step begins.
 
-python run_scripted.py OUT_DIR MODE TOTAL_STEPS CHECKPOINT_EVERY [--kill-at-step S] [--resume] [key=value ...]
+python -m tests.integration.workers.run_scripted OUT_DIR MODE TOTAL_STEPS CHECKPOINT_EVERY
+    [--kill-at-step S] [--resume] [key=value ...]
 
-Also under ``torchrun`` (e.g. with ``distributed.strategy=fsdp2 run.device=cpu``).
+from the repository root; also under ``torchrun ... -m tests.integration.workers.run_scripted`` (e.g. with
+``distributed.strategy=fsdp2 run.device=cpu``).
 """
 
 from __future__ import annotations
@@ -10,18 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pasodoble.config import load_config
+from pasodoble.dual_play import DualPlay
+from pasodoble.testing.scripted import scripted_factory
+from pasodoble.train import resume_training, run_training
 
-from scripted import scripted_factory  # noqa: E402
-
-from pasodoble.config import load_config  # noqa: E402
-from pasodoble.dual_play import DualPlay  # noqa: E402
-from pasodoble.train import resume_training, run_training  # noqa: E402
-
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "tiny.yaml"
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """LoRA learner updates of the tiny model on fixed batches, one process or DDP (``torchrun``, gloo).
 
-``lora_ddp_worker.py OUT.pt`` runs 3 GRPO updates of 24 samples (dapo loss, micro-batches of 4) of a
-float64 tiny model with rank-4 adapters on every linear layer; every rank trains on
-``learner.shard(batch)``. The main process saves the merged weights, the adapters and the metrics.
+``python -m tests.integration.workers.lora_ddp_worker OUT.pt`` runs 3 GRPO updates of 24 samples (dapo
+loss, micro-batches of 4) of a float64 tiny model with rank-4 adapters on every linear layer; every rank
+trains on ``learner.shard(batch)``. The main process saves the merged weights, the adapters and the metrics.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""GPU tests: need a CUDA device, skipped without one."""

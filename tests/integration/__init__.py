@@ -1,0 +1,1 @@
+"""Integration tests: several modules together, often in subprocesses (the entry points in ``workers/``)."""

@@ -15,7 +15,7 @@ Solver trained on. Variants:
   reads against what perfect labels give in the same budget.
 
 The label-precision numbers and the true-answer labels use ``pasodoble.toy.family.evaluate``, which
-this script imports; the dual-play code path itself never does (``tests/unit/test_toy_data.py``).
+this script imports; the dual-play code path itself never does (``tests/unit/toy/test_data.py``).
 Results go to OUT/results.json, OUT/results.md (the table, with each run's share of worked-style
 answers before and after) and OUT/accuracy.png (held-out pass@1 and worked share against step for
 every variant and seed, on a 0-100 axis).

@@ -22,7 +22,7 @@ from pasodoble.topology import (
     validate_topology,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "configs" / "tiny.yaml"
 RECIPES = sorted((ROOT / "configs" / "recipes").glob("*.yaml"))
 

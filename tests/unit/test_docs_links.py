@@ -21,11 +21,11 @@ PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS]
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 # a repository file named in prose: docs/x.md, configs/x.yaml, scripts/x.sh, examples/x.py, ...; or a bare x.md
 REPO_PATH = re.compile(
-    r"(?<![\w./-])((?:docs|configs|scripts|examples|benchmarks|constraints)/[\w./-]*[\w-]\.\w+)"
+    r"(?<![\w./-])((?:docs|configs|scripts|examples|benchmarks|constraints|tests)/[\w./-]*[\w-]\.\w+)"
 )
 BARE_MD = re.compile(r"(?<![\w./-])([\w-]+\.md)\b")
 # bare names that are not pages of docs/: files a command writes (demo, eval) and the top-level pages
-NOT_DOCS = {"report.md", "results.md", "README.md", "CHANGELOG.md"}
+NOT_DOCS = {"report.md", "results.md", "data_card.md", "memorization.md", "README.md", "CHANGELOG.md"}
 
 
 def _without_code_blocks(text: str) -> str:
@@ -75,6 +75,20 @@ def _config_help_texts() -> dict[str, str]:
 
     walk(Config(), "")
     return texts
+
+
+@pytest.mark.parametrize(
+    "page",
+    [p for p in [*PAGES, ROOT / "tests" / "README.md"] if p.exists()],
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_pages_name_only_existing_files(page):
+    """A file a page names in prose (``tests/unit/toy/test_family.py``, ``benchmarks/x.py``) exists; a
+    placeholder says so by its name (``configs/your_recipe.yaml``)."""
+    named = {
+        n for n in _named_files(_without_code_blocks(page.read_text(encoding="utf-8"))) if "your_" not in n
+    }
+    assert not _missing(named), f"{page.relative_to(ROOT)} names missing files: {_missing(named)}"
 
 
 def test_config_help_names_only_existing_files():

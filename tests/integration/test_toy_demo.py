@@ -13,6 +13,7 @@ from pasodoble.cli import main
 from pasodoble.errors import UserError
 from pasodoble.toy.accuracy import answer_style
 from pasodoble.toy.build import STAGES, BuildSettings, build, parse_setting, stage_fingerprints
+from pasodoble.toy.family import parse_canonical
 
 TINY = BuildSettings(
     heldout=500,
@@ -65,7 +66,13 @@ def test_build_makes_every_stage_and_is_deterministic(tiny_build, tmp_path):
         text = (out / path).read_text()
         assert not any(p in text for p in held)
     answers = [json.loads(x)["messages"][1]["content"] for x in (out / "solver_data/solver_sft.jsonl").open()]
-    assert sum(a.startswith("The answer is") for a in answers) == 35  # of 64, at solver_direct_share 0.5
+    problems = [
+        json.loads(x)["messages"][0]["content"] for x in (out / "solver_data/solver_sft.jsonl").open()
+    ]
+    direct = [p for p, a in zip(problems, answers, strict=True) if a.startswith("The answer is")]
+    # of 64, at solver_direct_share 0.5 of the problems with 3 or 4 operands (solver_direct_min_operands)
+    assert len(direct) == 20
+    assert all(len(parse_canonical(p).operands) >= 3 for p in direct)
     # a second build from scratch gives the same weights; a finished build is not redone
     build(tmp_path / "again", TINY)
     for name in ("base", "solver_cold_start"):
@@ -83,7 +90,7 @@ def test_a_new_solver_mix_rebuilds_only_the_solver_stages(tiny_build, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / "base" / "keep.txt").write_text("the base is not rebuilt")
-    changed = build(copy, replace(TINY, solver_direct_share=1.0))
+    changed = build(copy, replace(TINY, solver_direct_share=1.0, solver_direct_min_operands=2))
     assert (copy / "base" / "keep.txt").is_file() and _same_weights(out / "base", copy / "base")
     for name in ("data", "tokenizer", "base", "proposer_cold_start"):
         assert changed["seconds"][name] == manifest["seconds"][name]
@@ -121,7 +128,7 @@ def test_build_settings_from_the_command_line(capsys):
     # the Solver's new settings (issue 23) move only the Solver stages' fingerprints
     plain = stage_fingerprints(BuildSettings())
     mix = stage_fingerprints(
-        BuildSettings(solver_direct_min_operands=3, solver_lr_schedule="constant", solver_snapshot_step=990)
+        BuildSettings(solver_direct_min_operands=2, solver_lr_schedule="constant", solver_snapshot_step=990)
     )
     assert {k for k in plain if plain[k] != mix[k]} == {"solver_data", "solver_cold_start"}
     with pytest.raises(UserError, match="KEY one of heldout, validation"):

@@ -42,6 +42,7 @@ def test_build_makes_every_stage_and_is_deterministic(tiny_build, tmp_path):
     out, manifest = tiny_build
     for name in ("base", "solver_cold_start", "proposer_cold_start"):
         assert (out / name / "config.json").is_file() and (out / name / ".done").is_file()
+    assert manifest["torch"] and manifest["transformers"]  # the versions that made these bits
     curve = manifest["solver_validation_accuracy"]
     assert [p["step"] for p in curve] == [0, 2, 4]  # 64 examples (1% held out) at batch 16: 4 steps
     assert (

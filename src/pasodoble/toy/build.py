@@ -330,6 +330,8 @@ def cold_start(dest: Path, out: Path, role: str, s: BuildSettings) -> None:
 def build(out: str | Path, settings: BuildSettings | None = None, until: str | None = None) -> dict[str, Any]:
     """Run (or finish) every stage into ``out`` (up to and including ``until``); return the manifest
     written to ``out/build.json``. Stages built with other settings are built again (``STAGES``)."""
+    import transformers
+
     s = settings or BuildSettings()
     if until is not None and until not in STAGES:
         from pasodoble.errors import UserError
@@ -345,7 +347,14 @@ def build(out: str | Path, settings: BuildSettings | None = None, until: str | N
 
     def save_manifest(**extra: Any) -> dict[str, Any]:
         # written after every stage, so an interrupted build keeps its stages' timings
-        manifest = {"settings": asdict(s), "seconds": timings, "torch": torch.__version__, **extra}
+        # the software versions with the settings: the same settings on other versions may train to other bits
+        manifest = {
+            "settings": asdict(s),
+            "seconds": timings,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            **extra,
+        }
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         return manifest
 

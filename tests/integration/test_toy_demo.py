@@ -7,6 +7,7 @@ import shutil
 from dataclasses import replace
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from pasodoble.cli import main
@@ -34,7 +35,7 @@ TINY = BuildSettings(
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy") / "build"
-    manifest = build(out, TINY)
+    manifest = build(out, TINY, parallel=True)  # the Proposer's SFT in a child process
     return out, manifest
 
 
@@ -43,6 +44,11 @@ def test_build_makes_every_stage_and_is_deterministic(tiny_build, tmp_path):
     for name in ("base", "solver_cold_start", "proposer_cold_start"):
         assert (out / name / "config.json").is_file() and (out / name / ".done").is_file()
     assert manifest["torch"] and manifest["transformers"]  # the versions that made these bits
+    # the base is saved as the package ships it, so the cold starts are fine-tuned from the shipped base
+    assert {w.dtype for w in load_file(out / "base" / "model.safetensors").values()} == {torch.bfloat16}
+    assert {w.dtype for w in load_file(out / "solver_cold_start" / "model.safetensors").values()} == {
+        torch.float32
+    }
     curve = manifest["solver_validation_accuracy"]
     assert [p["step"] for p in curve] == [0, 2, 4]  # 64 examples (1% held out) at batch 16: 4 steps
     assert (
@@ -74,10 +80,13 @@ def test_build_makes_every_stage_and_is_deterministic(tiny_build, tmp_path):
     # of 64, at solver_direct_share 0.5 of the problems with 3 or 4 operands (solver_direct_min_operands)
     assert len(direct) == 20
     assert all(len(parse_canonical(p).operands) >= 3 for p in direct)
-    # a second build from scratch gives the same weights; a finished build is not redone
-    build(tmp_path / "again", TINY)
-    for name in ("base", "solver_cold_start"):
-        assert _same_weights(out / name, tmp_path / "again" / name)
+    # a second build from scratch, one stage after another, gives the same weights; a finished build
+    # is not redone
+    assert "proposer_cold_start done in" in (out / "proposer_cold_start.log").read_text()
+    build(tmp_path / "again", TINY, parallel=False)
+    assert not (tmp_path / "again" / "proposer_cold_start.log").exists()
+    for name in ("base", "solver_cold_start", "proposer_cold_start"):
+        assert _same_weights(out / name, tmp_path / "again" / name), name
     assert build(out, TINY)["seconds"] == manifest["seconds"]
 
 

@@ -20,9 +20,10 @@ Each stage reads only some settings and some earlier stages (``STAGES``); its ``
 fingerprint of both, and a stage whose fingerprint changed is built again, with every stage after it
 that reads it. So a new Solver mix rebuilds ``solver_data/`` and ``solver_cold_start/`` and keeps the
 pre-trained base. Everything is deterministic from the settings (string-seeded generators, torch
-seeded at the start of every stage, one process). ``export_assets`` copies the three models in
-bfloat16 into the package (``pasodoble/assets/toy``), which is what ``pasodoble demo`` loads without
-building.
+seeded at the start of every stage, ``threads`` torch threads). With a spare core the Proposer's SFT
+runs in a child process beside the Solver's (``build(parallel=...)``), to the same bits.
+``export_assets`` copies the three models in bfloat16 into the package (``pasodoble/assets/toy``),
+which is what ``pasodoble demo`` loads without building.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import shutil
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -130,12 +135,19 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+# what a stage writes, where that changed with no setting: a stage made by earlier code is built again
+STAGE_OUTPUTS = {"base": "bfloat16"}  # issue 23: was float32
+
+
 def stage_fingerprints(s: BuildSettings) -> dict[str, str]:
-    """A hash per stage of the settings it reads and of the fingerprints of the stages it reads."""
+    """A hash per stage of the settings it reads, of the fingerprints of the stages it reads and of its
+    ``STAGE_OUTPUTS`` entry."""
     values = asdict(s)
     prints: dict[str, str] = {}
     for name, (keys, upstream) in STAGES.items():
         spec = {"settings": {k: values[k] for k in keys}, "upstream": {u: prints[u] for u in upstream}}
+        if name in STAGE_OUTPUTS:
+            spec["output"] = STAGE_OUTPUTS[name]
         prints[name] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     return prints
 
@@ -174,7 +186,7 @@ def evaluation_sets(s: BuildSettings) -> tuple[list[dict[str, str]], list[dict[s
 def _stage(out: Path, name: str, fingerprint: str, timings: dict[str, float], fn, seed: int) -> bool:
     """Build stage ``name`` unless its marker holds ``fingerprint``; True when it was built now."""
     marker = out / name / ".done"
-    if marker.is_file() and marker.read_text().strip() == fingerprint:
+    if _done(out, name, fingerprint):
         return False
     if (out / name).exists():
         why = "was built with other settings" if marker.is_file() else "was not finished"
@@ -188,6 +200,42 @@ def _stage(out: Path, name: str, fingerprint: str, timings: dict[str, float], fn
     timings[name] = round(time.perf_counter() - started, 1)
     print(f"toy build: {name} done in {timings[name]:.0f} s", flush=True)
     return True
+
+
+def _beside(out: Path, prints: dict[str, str], s: BuildSettings, until: str | None, parallel: bool | None):
+    """The stage to build beside the Solver's SFT ("proposer_cold_start"), or None."""
+    if parallel is None:
+        try:
+            available = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            available = os.cpu_count() or 1
+        parallel = available >= 2 * s.threads
+    pending = [n for n in ("solver_cold_start", "proposer_cold_start") if not _done(out, n, prints[n])]
+    wanted = until in (None, "proposer_cold_start")
+    return "proposer_cold_start" if parallel and wanted and len(pending) == 2 else None
+
+
+def _done(out: Path, name: str, fingerprint: str) -> bool:
+    marker = out / name / ".done"
+    return marker.is_file() and marker.read_text().strip() == fingerprint
+
+
+def _stage_in_child(out: str, name: str, fingerprint: str, s: BuildSettings, log: str) -> float:
+    """``_stage`` in a child process (``build(parallel=...)``), its output into ``log``; its seconds."""
+    assert name == "proposer_cold_start", name
+    torch.set_num_threads(s.threads)
+    timings: dict[str, float] = {}
+    with open(log, "w", encoding="utf-8") as fh:
+        sys.stdout = sys.stderr = fh  # the progress bar too: two bars on one terminal garble each other
+        _stage(
+            Path(out),
+            name,
+            fingerprint,
+            timings,
+            lambda d: cold_start(d, Path(out), "proposer", s),
+            s.model_seed,
+        )
+    return timings[name]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,7 +331,9 @@ def pretrain(dest: Path, out: Path, s: BuildSettings) -> None:
         opt.zero_grad(set_to_none=True)
         history.append({"step": step + 1, "loss": float(loss.detach())})
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-    model.save_pretrained(dest)
+    # saved in bfloat16, as the package ships it: both cold starts are fine-tuned (in float32) from
+    # exactly the base that ships, so the shipped cold starts follow from the shipped base alone
+    model.to(torch.bfloat16).save_pretrained(dest)
     tok.save_pretrained(dest)
     with open(dest / "metrics.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(h) + "\n" for h in history)
@@ -327,9 +377,18 @@ def cold_start(dest: Path, out: Path, role: str, s: BuildSettings) -> None:
     shutil.rmtree(dest / "checkpoints", ignore_errors=True)
 
 
-def build(out: str | Path, settings: BuildSettings | None = None, until: str | None = None) -> dict[str, Any]:
+def build(
+    out: str | Path,
+    settings: BuildSettings | None = None,
+    until: str | None = None,
+    parallel: bool | None = None,
+) -> dict[str, Any]:
     """Run (or finish) every stage into ``out`` (up to and including ``until``); return the manifest
-    written to ``out/build.json``. Stages built with other settings are built again (``STAGES``)."""
+    written to ``out/build.json``. Stages built with other settings are built again (``STAGES``).
+
+    ``parallel``: build the Proposer's SFT in a child process beside the Solver's when both are to be
+    built (None: when this process may use ``2 * threads`` CPUs). Either way gives the same bits.
+    """
     import transformers
 
     s = settings or BuildSettings()
@@ -367,7 +426,27 @@ def build(out: str | Path, settings: BuildSettings | None = None, until: str | N
         "proposer_cold_start": lambda d: cold_start(d, out, "proposer", s),
     }
     assert list(stages) == list(STAGES)
+    beside = _beside(out, prints, s, until, parallel)
     for name, fn in stages.items():
+        if name == beside:
+            continue  # built in its own process beside the Solver's SFT, below
+        if name == "solver_cold_start" and beside:
+            # the Proposer's SFT reads only the data and the base: on a spare core it runs beside the
+            # Solver's, in a child process with the same seed and thread count (the same bits)
+            log = out / f"{beside}.log"
+            print(f"toy build: {beside} runs beside {name} (its progress: {log})", flush=True)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                child = pool.submit(_stage_in_child, str(out), beside, prints[beside], s, str(log))
+                _stage(out, name, prints[name], timings, fn, s.model_seed)
+                save_manifest()
+                seconds = child.result()
+            timings[beside] = seconds
+            print(f"toy build: {beside} done in {seconds:.0f} s", flush=True)
+            save_manifest()
+            if until == beside:
+                return save_manifest()
+            continue
         _stage(out, name, prints[name], timings, fn, s.model_seed)
         save_manifest()
         if name == until:

@@ -202,14 +202,18 @@ def _stage(out: Path, name: str, fingerprint: str, timings: dict[str, float], fn
     return True
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _beside(out: Path, prints: dict[str, str], s: BuildSettings, until: str | None, parallel: bool | None):
     """The stage to build beside the Solver's SFT ("proposer_cold_start"), or None."""
     if parallel is None:
-        try:
-            available = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            available = os.cpu_count() or 1
-        parallel = available >= 2 * s.threads
+        parallel = usable_cpus() >= 2 * s.threads
     pending = [n for n in ("solver_cold_start", "proposer_cold_start") if not _done(out, n, prints[n])]
     wanted = until in (None, "proposer_cold_start")
     return "proposer_cold_start" if parallel and wanted and len(pending) == 2 else None

@@ -32,7 +32,7 @@ from typing import Any
 
 from pasodoble.errors import UserError
 from pasodoble.rundir import check_out_dir, clear_owned, write_marker
-from pasodoble.toy.build import ASSETS, DEMO_TEMPERATURE, MODEL_DIRS
+from pasodoble.toy.build import ASSETS, DEMO_TEMPERATURE, MODEL_DIRS, usable_cpus
 
 DEFAULT_STEPS = 20
 EVAL_SAMPLES = 4  # samples per held-out problem in every evaluation (pass@1 is their mean)
@@ -96,11 +96,7 @@ DEMO_CONFIG: dict[str, Any] = {
 
 def demo_threads() -> int:
     """``DEMO_THREADS``, or fewer when this process may use fewer CPUs."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    return max(1, min(DEMO_THREADS, available))
+    return max(1, min(DEMO_THREADS, usable_cpus()))
 
 
 def cache_dir() -> Path:

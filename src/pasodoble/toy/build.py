@@ -77,7 +77,7 @@ class BuildSettings:
     pretrain_lr: float = 2e-3
     pretrain_rows: int = 16  # rows of pretrain_length tokens per optimizer step
     pretrain_length: int = 256
-    solver_epochs: float = 4.0
+    solver_epochs: float = 8.0
     solver_lr: float = 5e-4
     solver_lr_schedule: str = (
         "cosine"  # or "constant" (after warm-up): every curve point is then an SFT of that length
@@ -88,7 +88,7 @@ class BuildSettings:
     proposer_epochs: float = 1.0
     proposer_lr: float = 5e-4
     sft_batch_size: int = 32
-    eval_every: int = 50  # Solver SFT steps between validation-accuracy measurements
+    eval_every: int = 495  # Solver SFT steps between validation-accuracy measurements (495: one epoch)
     eval_samples: int = 4  # samples per validation problem (one fixed seed, so points compare)
     # torch threads. Not in any fingerprint (a stage built with another count is kept), but the count
     # changes float reductions: 1 and 2 threads train to different bits (docs/toy-world.md). The shipped

@@ -114,7 +114,7 @@ def models_dir(build_dir: Path | None = None) -> Path:
     target = build_dir or cache_dir() / "build"
     print(
         f"pasodoble demo: no shipped toy models; building them into {target} (pasodoble toy build; "
-        "about an hour on 2 CPU cores, once: later runs reuse them)",
+        "about 80 minutes on 2 CPU cores, once: later runs reuse them)",
         flush=True,
     )
     build(target)

@@ -36,6 +36,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -224,21 +225,27 @@ def _done(out: Path, name: str, fingerprint: str) -> bool:
     return marker.is_file() and marker.read_text().strip() == fingerprint
 
 
+def _stage_builders(out: Path, s: BuildSettings) -> dict[str, Callable[[Path], None]]:
+    """Each stage's builder (called with the stage's directory), in ``STAGES`` order."""
+    stages = {
+        "data": lambda d: build_data(d, s),
+        "tokenizer": lambda d: build_tokenizer(d, out / "data"),
+        "base": lambda d: pretrain(d, out, s),
+        "solver_data": lambda d: build_solver_data(d, s),
+        "solver_cold_start": lambda d: cold_start(d, out, "solver", s),
+        "proposer_cold_start": lambda d: cold_start(d, out, "proposer", s),
+    }
+    assert list(stages) == list(STAGES)
+    return stages
+
+
 def _stage_in_child(out: str, name: str, fingerprint: str, s: BuildSettings, log: str) -> float:
     """``_stage`` in a child process (``build(parallel=...)``), its output into ``log``; its seconds."""
-    assert name == "proposer_cold_start", name
     torch.set_num_threads(s.threads)
     timings: dict[str, float] = {}
     with open(log, "w", encoding="utf-8") as fh:
         sys.stdout = sys.stderr = fh  # the progress bar too: two bars on one terminal garble each other
-        _stage(
-            Path(out),
-            name,
-            fingerprint,
-            timings,
-            lambda d: cold_start(d, Path(out), "proposer", s),
-            s.model_seed,
-        )
+        _stage(Path(out), name, fingerprint, timings, _stage_builders(Path(out), s)[name], s.model_seed)
     return timings[name]
 
 
@@ -421,15 +428,7 @@ def build(
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         return manifest
 
-    stages = {
-        "data": lambda d: build_data(d, s),
-        "tokenizer": lambda d: build_tokenizer(d, out / "data"),
-        "base": lambda d: pretrain(d, out, s),
-        "solver_data": lambda d: build_solver_data(d, s),
-        "solver_cold_start": lambda d: cold_start(d, out, "solver", s),
-        "proposer_cold_start": lambda d: cold_start(d, out, "proposer", s),
-    }
-    assert list(stages) == list(STAGES)
+    stages = _stage_builders(out, s)
     beside = _beside(out, prints, s, until, parallel)
     for name, fn in stages.items():
         if name == beside:
